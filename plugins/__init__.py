@@ -1,0 +1,1 @@
+"""Bundled shoal plugins: each module registers commands with the shell's command registry."""

@@ -1,0 +1,1 @@
+"""The operator's side of shoal: command registry, cluster client, SSH, discovery, REPL and TUI."""
