@@ -168,7 +168,12 @@ def _encode_entry(entry: Entry) -> list[Any]:
 
 def _encode_snapshot(snap: Snapshot) -> dict[str, Any]:
     meta = snap.meta
-    return {"index": meta.index, "term": meta.term, "conf": meta.conf.to_dict(), "data": _b64(snap.data)}
+    return {
+        "index": meta.index,
+        "term": meta.term,
+        "conf": meta.conf.to_dict(),
+        "data": _b64(snap.data),
+    }
 
 
 def message_to_dict(msg: Message) -> dict[str, Any]:
@@ -196,7 +201,9 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
     if isinstance(value, bool) and kind is int:
         raise ProtocolError(f"{what}: expected int, got bool")
     if not isinstance(value, kind):
-        raise ProtocolError(f"{what}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        raise ProtocolError(
+            f"{what}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
+        )
     if kind is int and value < 0:
         raise ProtocolError(f"{what}: must not be negative")
     return value
@@ -248,7 +255,9 @@ def message_from_dict(raw: Any) -> Message:
     if not isinstance(raw, dict):
         raise ProtocolError("message: expected a JSON object")
     if raw.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError(f"unsupported protocol version {raw.get('v')!r} (this agent speaks {PROTOCOL_VERSION})")
+        raise ProtocolError(
+            f"unsupported protocol version {raw.get('v')!r} (this agent speaks {PROTOCOL_VERSION})"
+        )
     cls = MESSAGE_TYPES.get(raw.get("t"))  # type: ignore[arg-type]
     if cls is None:
         raise ProtocolError(f"unknown message type {raw.get('t')!r}")

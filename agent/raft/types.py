@@ -91,7 +91,9 @@ class ConfChange:
         context = raw.get("context") or {}
         if not isinstance(raw.get("node"), str) or not isinstance(context, dict):
             raise ValueError("malformed conf change")
-        return cls(ConfChangeOp(raw["op"]), raw["node"], {str(k): str(v) for k, v in context.items()})
+        return cls(
+            ConfChangeOp(raw["op"]), raw["node"], {str(k): str(v) for k, v in context.items()}
+        )
 
     def apply_to(self, conf: ConfState) -> ConfState:
         """Return the membership after this change (idempotent where that makes sense)."""
