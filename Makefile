@@ -40,7 +40,7 @@ test: lint typecheck pytest
 
 # For now: a local 3-agent cluster on loopback, its status, then it keeps running until Ctrl-C.
 lab: install
-	$(PY) -m agent.devcluster --nodes 3
+	$(PY) -m shell.devcluster --nodes 3
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -138,6 +138,31 @@ class ReadIndexResponse(Message):
     index: int
 
 
+@dataclass(frozen=True, slots=True)
+class ProposalForward(Message):
+    """A follower hands a client's proposal to the leader (not a Raft message: the runtime
+    handles it). The follower then waits to apply the entry itself and answers its client from
+    its own state machine, so only the index travels back."""
+
+    TAG: ClassVar[str] = "forward"
+
+    ctx: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalForwardResponse(Message):
+    """Where the leader put a forwarded proposal, or why it could not (``error`` non-empty)."""
+
+    TAG: ClassVar[str] = "forward-resp"
+
+    ctx: str
+    index: int = 0
+    entry_term: int = 0
+    error: str = ""
+    code: str = ""
+
+
 MESSAGE_TYPES: dict[str, type[Message]] = {
     cls.TAG: cls
     for cls in (
@@ -151,6 +176,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TimeoutNow,
         ReadIndexRequest,
         ReadIndexResponse,
+        ProposalForward,
+        ProposalForwardResponse,
     )
 }
 
@@ -184,6 +211,8 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
             value = [_encode_entry(e) for e in value]
         elif f.name == "snapshot":
             value = _encode_snapshot(value)
+        elif isinstance(value, bytes):
+            value = _b64(value)
         out[f.name] = value
     return out
 
@@ -204,7 +233,7 @@ def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
         raise ProtocolError(
             f"{what}: expected {getattr(kind, '__name__', kind)}, got {type(value).__name__}"
         )
-    if kind is int and value < 0:
+    if isinstance(value, int) and value < 0:
         raise ProtocolError(f"{what}: must not be negative")
     return value
 
@@ -273,6 +302,8 @@ def message_from_dict(raw: Any) -> Message:
             value = tuple(_decode_entry(e) for e in value)
         elif f.name == "snapshot":
             value = _decode_snapshot(value)
+        elif str(f.type) == "bytes":
+            value = _unb64(value, f"{cls.TAG}.{f.name}")
         else:
             value = _expect(value, _SCALARS[str(f.type)], f"{cls.TAG}.{f.name}")
         kwargs[f.name] = value

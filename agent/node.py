@@ -1,0 +1,713 @@
+"""The asyncio runtime around the pure Raft core: ticks, persistence, peers, state machine.
+
+One loop owns the :class:`~agent.raft.core.RaftNode`. Everything that touches it — peer
+messages, ticks, proposals, reads, membership changes — is queued and handed to the core at the
+top of the loop, never while a Ready is being carried out. Each turn of the loop then does what
+Raft requires, in order: persist (one fsync, off the event loop so peer I/O keeps flowing and
+more work batches into the next turn) → send → apply → advance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import os
+import random
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from agent import __version__
+from agent.config import AgentConfig, format_address, parse_address
+from agent.errors import (
+    BAD_REQUEST,
+    BUSY,
+    NO_LEADER,
+    NOT_LEADER,
+    PROPOSAL_LOST,
+    STOPPING,
+    TIMEOUT,
+    AgentError,
+)
+from agent.raft.core import (
+    NotLeader,
+    ProposalDropped,
+    RaftConfig,
+    RaftNode,
+    Ready,
+    Role,
+)
+from agent.raft.messages import Message, ProposalForward, ProposalForwardResponse
+from agent.raft.types import (
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+)
+from agent.statemachine import StateMachine
+from agent.storage import DiskStorage
+from agent.tls import client_context, server_context
+from agent.transport import PeerTransport
+
+T = TypeVar("T")
+log = logging.getLogger("shoal.raft")
+
+_SNAP_HEADER = struct.Struct(">I")
+
+
+@dataclass
+class _Waiter:
+    term: int
+    future: asyncio.Future[Any]
+
+
+def encode_snapshot(peers: dict[str, str], machine_data: bytes) -> bytes:
+    """The runtime's snapshot: the member address book, then the state machine's own bytes.
+
+    Addresses ride in the snapshot because a member added at runtime is known only from its
+    CONF_CHANGE entry, which compaction removes from the log.
+    """
+    header = json.dumps({"v": 1, "peers": peers}, separators=(",", ":")).encode()
+    return _SNAP_HEADER.pack(len(header)) + header + machine_data
+
+
+def decode_snapshot(data: bytes) -> tuple[dict[str, str], bytes]:
+    if len(data) < _SNAP_HEADER.size:
+        return {}, b""
+    (size,) = _SNAP_HEADER.unpack_from(data)
+    header = json.loads(data[_SNAP_HEADER.size : _SNAP_HEADER.size + size])
+    return dict(header.get("peers", {})), data[_SNAP_HEADER.size + size :]
+
+
+def bootstrap_entries(peers: dict[str, tuple[str, int]]) -> list[Entry]:
+    """The identical first entries of every founding member: one voter per CONF_CHANGE.
+
+    Putting the initial membership in the log (as etcd does) means a member that joins later
+    learns the whole membership, addresses included, by replaying the log like anyone else.
+    """
+    return [
+        Entry(
+            term=1,
+            index=i,
+            kind=EntryKind.CONF_CHANGE,
+            data=ConfChange(ConfChangeOp.PROMOTE, node, {"address": format_address(addr)}).encode(),
+        )
+        for i, (node, addr) in enumerate(sorted(peers.items()), start=1)
+    ]
+
+
+class Agent:
+    """One cluster member: Raft core + WAL + peer transport + state machine."""
+
+    def __init__(self, config: AgentConfig, machine: StateMachine) -> None:
+        self.config = config
+        self.machine = machine
+        self.started_at = time.time()
+        self.raft: RaftNode | None = None
+        self.storage: DiskStorage | None = None
+        self.transport: PeerTransport | None = None
+        self.addresses: dict[str, str] = {
+            node: format_address(addr) for node, addr in config.peers.items()
+        }
+        self.stopped = asyncio.Event()
+        self.stop_reason = ""
+        self._wake = asyncio.Event()
+        self._inbox: list[Message] = []
+        self._ticks = 0
+        self._calls: list[tuple[Callable[[RaftNode], Any], asyncio.Future[Any]]] = []
+        self._proposals: dict[int, _Waiter] = {}
+        self._reads: dict[str, asyncio.Future[int]] = {}
+        self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
+        self._apply_waits: list[tuple[int, asyncio.Future[None]]] = []
+        self._read_ids = itertools.count(1)
+        self._forwards: dict[str, asyncio.Future[tuple[int, int]]] = {}
+        self._recent_results: dict[int, tuple[int, Any]] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        self._snapshot_index = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_soft: tuple[Role, str | None, int] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
+        storage, rec = await asyncio.to_thread(DiskStorage.open, cfg.data_dir)
+        self.storage = storage
+        if rec.torn_tail:
+            log.warning("write-ahead log had a torn tail (cut off): %s", rec.torn_tail)
+        hard_state, entries = rec.hard_state, rec.entries
+        fresh = rec.snapshot is None and not entries and hard_state == HardState()
+        if fresh and not cfg.join:
+            entries = bootstrap_entries(cfg.peers)
+            hard_state = HardState(term=1, vote=None, commit=len(entries))
+            await asyncio.to_thread(storage.save, hard_state, entries)
+            log.info("bootstrapped a new cluster with members %s", ", ".join(sorted(cfg.peers)))
+        if rec.snapshot is not None:
+            peers, machine_data = decode_snapshot(rec.snapshot.data)
+            self.addresses.update(peers)
+            self.machine.restore(machine_data)
+            self._snapshot_index = rec.snapshot.meta.index
+        for entry in entries:
+            if entry.kind is EntryKind.CONF_CHANGE:
+                self._note_conf_change(entry)
+        self.raft = RaftNode(
+            RaftConfig(
+                id=cfg.node_id,
+                election_ticks=cfg.election_ticks,
+                heartbeat_ticks=cfg.heartbeat_ticks,
+                pre_vote=cfg.pre_vote,
+                check_quorum=cfg.check_quorum,
+                lease_reads=cfg.lease_reads,
+            ),
+            random.Random(),
+            conf=ConfState(),
+            hard_state=hard_state,
+            snapshot=rec.snapshot,
+            entries=entries,
+        )
+        self.transport = PeerTransport(
+            cfg.node_id,
+            cfg.listen,
+            self._peer_addresses(),
+            server_ssl=server_context(str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key)),
+            client_ssl=client_context(str(cfg.tls.ca), str(cfg.tls.cert), str(cfg.tls.key)),
+            on_message=self._on_message,
+            on_peer_down=self._on_peer_down,
+        )
+        await self.transport.start()
+        log.info(
+            "agent %s (version %s) listening for peers on %s; term %d, %d entries after index %d",
+            cfg.node_id,
+            __version__,
+            format_address(cfg.listen),
+            hard_state.term,
+            len(entries),
+            self._snapshot_index,
+        )
+        self._tasks = [
+            asyncio.create_task(self._tick_loop(), name="raft-ticks"),
+            asyncio.create_task(self._run_loop(), name="raft-loop"),
+        ]
+
+    async def stop(self, reason: str = "stopping") -> None:
+        if not self.stop_reason:
+            self.stop_reason = reason
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.storage is not None:
+            self.storage.close()
+        self._fail_all(AgentError(STOPPING, f"agent {self.config.node_id} is stopping"))
+        self.stopped.set()
+
+    # --- inputs from the transport and the clock --------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        if isinstance(msg, ProposalForward):
+            task = asyncio.ensure_future(self._serve_forward(msg))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return
+        if isinstance(msg, ProposalForwardResponse):
+            fut = self._forwards.pop(msg.ctx, None)
+            if fut is not None and not fut.done():
+                if msg.error:
+                    fut.set_exception(AgentError(msg.code or BUSY, msg.error))
+                else:
+                    fut.set_result((msg.index, msg.entry_term))
+            return
+        self._inbox.append(msg)
+        self._wake.set()
+
+    async def _serve_forward(self, msg: ProposalForward) -> None:
+        """Leader side of forwarding: propose, and tell the follower where the entry went."""
+        assert self.transport is not None
+
+        def submit(raft: RaftNode) -> tuple[int, int]:
+            try:
+                return raft.propose(msg.data), raft.term
+            except NotLeader as exc:
+                raise self._not_leader(exc.leader)
+            except ProposalDropped as exc:
+                raise AgentError(BUSY, str(exc))
+
+        reply = ProposalForwardResponse(0, self.config.node_id, msg.src, msg.ctx)
+        if not msg.data:
+            reply = dataclasses.replace(reply, error="empty proposal", code=BAD_REQUEST)
+        else:
+            try:
+                index, term = await self.call(submit)
+                reply = dataclasses.replace(reply, term=term, index=index, entry_term=term)
+            except AgentError as exc:
+                reply = dataclasses.replace(reply, error=exc.message, code=exc.code)
+        self.transport.send([reply])
+
+    def _on_peer_down(self, peer: str) -> None:
+        self._calls.append((lambda raft: raft.report_unreachable(peer), _done_future()))
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_ms / 1000
+        deadline = loop.time()
+        while True:
+            deadline += interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            if loop.time() - deadline > 5 * interval:  # we were paused (SIGSTOP): do not burst
+                deadline = loop.time()
+            self._ticks += 1
+            self._wake.set()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run_loop(self) -> None:
+        raft = self.raft
+        assert raft is not None
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed(raft)
+                while raft.has_ready():
+                    await self._handle_ready(raft, raft.ready())
+                    self._feed(raft)
+                if raft.is_removed:
+                    log.warning("this node was removed from the cluster; stopping the agent")
+                    asyncio.get_running_loop().call_soon(
+                        lambda: asyncio.ensure_future(self.stop("removed from the cluster"))
+                    )
+                    return
+                await self._maybe_compact(raft)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("the Raft loop failed; stopping the agent")
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self.stop("internal error in the Raft loop"))
+            )
+
+    def _feed(self, raft: RaftNode) -> None:
+        """Hand queued inputs to the core (never while a Ready is out)."""
+        inbox, self._inbox = self._inbox, []
+        for msg in inbox:
+            raft.step(msg)
+        ticks, self._ticks = self._ticks, 0
+        for _ in range(ticks):
+            raft.tick()
+        calls, self._calls = self._calls, []
+        for fn, fut in calls:
+            if fut.done():
+                continue
+            try:
+                fut.set_result(fn(raft))
+            except Exception as exc:  # delivered to the caller, not raised here
+                fut.set_exception(exc)
+
+    async def _handle_ready(self, raft: RaftNode, rd: Ready) -> None:
+        assert self.storage is not None and self.transport is not None
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
+        if rd.messages:
+            self.transport.send(rd.messages)
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        for entry in rd.committed:
+            self._apply(entry)
+        last_applied = rd.committed[-1].index if rd.committed else None
+        raft.advance(rd)
+        applied = last_applied if last_applied is not None else raft.applied
+        for rs in rd.read_states:
+            fut = self._reads.pop(rs.ctx, None)
+            if fut is not None and not fut.done():
+                self._read_waits.append((rs.index, fut))
+        self._release_waits(applied)
+        if rd.soft_state is not None:
+            self._log_soft_state(rd)
+
+    def _apply(self, entry: Entry) -> None:
+        result: Any = None
+        if entry.kind is EntryKind.CONF_CHANGE:
+            self._note_conf_change(entry)
+        elif entry.data:
+            result = self.machine.apply(entry.index, entry.data)
+        self._recent_results[entry.index] = (entry.term, result)
+        if len(self._recent_results) > 4096:
+            for old in list(self._recent_results)[:1024]:
+                del self._recent_results[old]
+        waiter = self._proposals.pop(entry.index, None)
+        if waiter is not None and not waiter.future.done():
+            if waiter.term == entry.term:
+                waiter.future.set_result(result)
+            else:
+                waiter.future.set_exception(
+                    AgentError(
+                        PROPOSAL_LOST,
+                        f"the proposal at index {entry.index} was replaced after a leader change; "
+                        "it was not applied — retry it",
+                    )
+                )
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        peers, machine_data = decode_snapshot(snap.data)
+        own = self.addresses.get(self.config.node_id)
+        self.addresses = dict(peers)
+        if own is not None:
+            self.addresses.setdefault(self.config.node_id, own)
+        self.machine.restore(machine_data)
+        self._snapshot_index = snap.meta.index
+        if self.transport is not None:
+            self.transport.set_peers(self._peer_addresses())
+        for index in [i for i in self._proposals if i <= snap.meta.index]:
+            waiter = self._proposals.pop(index)
+            if not waiter.future.done():
+                waiter.future.set_exception(
+                    AgentError(
+                        PROPOSAL_LOST,
+                        f"index {index} arrived as part of a snapshot; its outcome is unknown",
+                    )
+                )
+        log.info("installed a snapshot at index %d from the leader", snap.meta.index)
+
+    def _note_conf_change(self, entry: Entry) -> None:
+        """Keep the address book in step with the membership (addresses ride in the entry)."""
+        try:
+            cc = ConfChange.decode(entry.data)
+        except (ValueError, KeyError):
+            log.error("ignoring a malformed membership change at index %d", entry.index)
+            return
+        address = cc.context.get("address")
+        if cc.op is ConfChangeOp.REMOVE and cc.node != self.config.node_id:
+            self.addresses.pop(cc.node, None)
+        elif address:
+            self.addresses[cc.node] = address
+        if self.transport is not None:
+            self.transport.set_peers(self._peer_addresses())
+
+    def _peer_addresses(self) -> dict[str, tuple[str, int]]:
+        return {
+            node: parse_address(addr, f"address of {node}")
+            for node, addr in self.addresses.items()
+            if node != self.config.node_id
+        }
+
+    def _release_waits(self, applied: int) -> None:
+        still: list[tuple[int, asyncio.Future[int]]] = []
+        for index, fut in self._read_waits:
+            if fut.done():
+                continue
+            if index <= applied:
+                fut.set_result(index)
+            else:
+                still.append((index, fut))
+        self._read_waits = still
+        waits: list[tuple[int, asyncio.Future[None]]] = []
+        for index, done in self._apply_waits:
+            if done.done():
+                continue
+            if index <= applied:
+                done.set_result(None)
+            else:
+                waits.append((index, done))
+        self._apply_waits = waits
+
+    def _log_soft_state(self, rd: Ready) -> None:
+        soft = rd.soft_state
+        assert soft is not None
+        key = (soft.role, soft.leader, soft.term)
+        if key == self._last_soft:
+            return
+        self._last_soft = key
+        if soft.role is Role.LEADER:
+            log.info("became leader at term %d", soft.term)
+        elif soft.leader:
+            log.info("following %s at term %d (%s)", soft.leader, soft.term, soft.role.value)
+        else:
+            log.info("no leader at term %d (%s)", soft.term, soft.role.value)
+
+    async def _maybe_compact(self, raft: RaftNode) -> None:
+        if raft.applied - self._snapshot_index < self.config.snapshot_entries:
+            return
+        await self._compact(raft)
+
+    async def _compact(self, raft: RaftNode) -> int:
+        assert self.storage is not None
+        index = raft.applied
+        if index <= self._snapshot_index:
+            return self._snapshot_index
+        data = encode_snapshot(dict(self.addresses), self.machine.snapshot())
+        snap = raft.compact(index, data)
+        self._snapshot_index = index
+        await asyncio.to_thread(self.storage.save_snapshot, snap)
+        log.info("compacted the log through index %d (snapshot of %d bytes)", index, len(data))
+        return index
+
+    def _fail_all(self, error: AgentError) -> None:
+        futures: list[asyncio.Future[Any]] = [w.future for w in self._proposals.values()]
+        futures += list(self._reads.values())
+        futures += [f for _, f in self._read_waits] + [f for _, f in self._apply_waits]
+        futures += [f for _, f in self._calls]
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(error)
+        self._proposals.clear()
+        self._reads.clear()
+        self._read_waits.clear()
+        self._apply_waits.clear()
+        self._calls.clear()
+
+    # --- operations for the control API -------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float:
+        return (
+            timeout
+            if timeout is not None
+            else 2 * self.config.election_ticks * self.config.tick_ms / 1000
+        )
+
+    async def call(self, fn: Callable[[RaftNode], T]) -> T:
+        """Run ``fn(raft)`` inside the loop, where touching the core is safe."""
+        if self.stopped.is_set() or not self._tasks:
+            raise AgentError(STOPPING, f"agent {self.config.node_id} is not running")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._calls.append((fn, fut))
+        self._wake.set()
+        return await fut
+
+    def _not_leader(self, leader: str | None) -> AgentError:
+        if leader is None:
+            return AgentError(
+                NO_LEADER,
+                "the cluster has no leader right now (election in progress or no quorum); retry",
+            )
+        return AgentError(
+            NOT_LEADER,
+            f"{self.config.node_id} is not the leader; send this to {leader}",
+            leader=leader,
+            leader_address=self.addresses.get(leader),
+        )
+
+    async def propose(self, data: bytes, timeout: float | None = None) -> tuple[int, Any]:
+        """Replicate ``data``; return (index, state machine result) once applied here.
+
+        On a follower the proposal is forwarded to the leader over the peer link; the result
+        still comes from this node's own state machine when it applies the entry.
+        """
+        if not data:
+            raise AgentError(BAD_REQUEST, "a proposal must not be empty")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        limit = self._timeout(timeout)
+        deadline = loop.time() + limit
+
+        def submit(raft: RaftNode) -> tuple[int, str | None]:
+            try:
+                index = raft.propose(data)
+            except NotLeader as exc:
+                if exc.leader is None or exc.leader == self.config.node_id:
+                    raise self._not_leader(None)
+                return 0, exc.leader
+            except ProposalDropped as exc:
+                raise AgentError(BUSY, str(exc))
+            self._proposals[index] = _Waiter(raft.term, fut)
+            return index, None
+
+        index, leader = await self.call(submit)
+        if leader is not None:
+            index, term = await self._forward(leader, data, limit)
+            known = self._recent_results.get(index)
+            if known is not None:  # applied here before the leader's answer arrived
+                if known[0] != term:
+                    raise AgentError(PROPOSAL_LOST, f"the proposal at index {index} was replaced")
+                return index, known[1]
+            self._proposals[index] = _Waiter(term, fut)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(fut), max(0.01, deadline - loop.time()))
+        except TimeoutError:
+            self._proposals.pop(index, None)
+            raise AgentError(
+                TIMEOUT,
+                f"index {index} was not committed in time (lost quorum?); "
+                "its outcome is unknown — check before retrying",
+                index=index,
+            )
+        return index, result
+
+    async def _forward(self, leader: str, data: bytes, timeout: float) -> tuple[int, int]:
+        assert self.transport is not None
+        ctx = f"{self.config.node_id}-f{next(self._read_ids)}"
+        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._forwards[ctx] = fut
+        self.transport.send([ProposalForward(0, self.config.node_id, leader, ctx, data)])
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise AgentError(
+                TIMEOUT,
+                f"the leader {leader} did not answer a forwarded proposal in time; "
+                "its outcome is unknown",
+            )
+        finally:
+            self._forwards.pop(ctx, None)
+
+    async def read_barrier(self, timeout: float | None = None) -> int:
+        """Wait until a linearizable read may be served here; return the read index."""
+        loop = asyncio.get_running_loop()
+        ctx = f"{self.config.node_id}-{next(self._read_ids)}"
+        fut: asyncio.Future[int] = loop.create_future()
+
+        def submit(raft: RaftNode) -> None:
+            if raft.leader is None:
+                raise self._not_leader(None)
+            self._reads[ctx] = fut
+            raft.read_index(ctx)
+
+        await self.call(submit)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self._timeout(timeout))
+        except TimeoutError:
+            self._reads.pop(ctx, None)
+            raise AgentError(TIMEOUT, "no quorum confirmed the read in time; retry")
+
+    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
+        raft = self.raft
+        assert raft is not None
+        if raft.applied >= index:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._apply_waits.append((index, fut))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), self._timeout(timeout))
+        except TimeoutError:
+            raise AgentError(TIMEOUT, f"index {index} was not applied on this node in time")
+
+    async def change_membership(self, cc: ConfChange, timeout: float | None = None) -> int:
+        """Propose one membership change and wait until it is applied here."""
+        deadline = asyncio.get_running_loop().time() + self._timeout(timeout) * 3
+        while True:
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            def submit(raft: RaftNode, fut: asyncio.Future[Any] = fut) -> int:
+                try:
+                    index = raft.propose_conf_change(cc)
+                except NotLeader as exc:
+                    raise self._not_leader(exc.leader)
+                self._proposals[index] = _Waiter(raft.term, fut)
+                return index
+
+            try:
+                index = await self.call(submit)
+            except ProposalDropped as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AgentError(BUSY, f"membership change not accepted: {exc}")
+                await asyncio.sleep(self.config.tick_ms / 1000)
+                continue
+            remaining = max(0.1, deadline - asyncio.get_running_loop().time())
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except TimeoutError:
+                raise AgentError(TIMEOUT, f"membership change at index {index} not applied in time")
+            return index
+
+    async def add_member(
+        self, node: str, address: str, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Add ``node`` as a learner, wait until it has caught up, then promote it to voter."""
+        parse_address(address, "address")
+        raft = self.raft
+        assert raft is not None
+        if node in raft.conf.voters:
+            return {"member": node, "changed": False, "voters": sorted(raft.conf.voters)}
+        if node not in raft.conf.learners:
+            await self.change_membership(
+                ConfChange(ConfChangeOp.ADD_LEARNER, node, {"address": address}), timeout
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else 60.0)
+        while not await self.call(lambda r: r.learner_caught_up(node)):
+            if loop.time() > deadline:
+                raise AgentError(
+                    TIMEOUT,
+                    f"{node} joined as a learner but has not caught up; is its agent running "
+                    f"and reachable at {address}?",
+                )
+            await asyncio.sleep(self.config.tick_ms / 1000)
+        await self.change_membership(ConfChange(ConfChangeOp.PROMOTE, node, {}), timeout)
+        return {"member": node, "changed": True, "voters": sorted(raft.conf.voters)}
+
+    async def remove_member(self, node: str, timeout: float | None = None) -> dict[str, Any]:
+        raft = self.raft
+        assert raft is not None
+        if node not in raft.conf.members:
+            return {"member": node, "changed": False, "voters": sorted(raft.conf.voters)}
+        await self.change_membership(ConfChange(ConfChangeOp.REMOVE, node, {}), timeout)
+        return {"member": node, "changed": True, "voters": sorted(raft.conf.voters)}
+
+    async def transfer_leadership(self, target: str, timeout: float | None = None) -> str:
+        def submit(raft: RaftNode) -> None:
+            try:
+                raft.transfer_leadership(target)
+            except NotLeader as exc:
+                raise self._not_leader(exc.leader)
+            except ProposalDropped as exc:
+                raise AgentError(BAD_REQUEST, str(exc))
+
+        await self.call(submit)
+        raft = self.raft
+        assert raft is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout(timeout)
+        while loop.time() < deadline:
+            if raft.leader == target:
+                return target
+            await asyncio.sleep(self.config.tick_ms / 1000 / 2)
+        raise AgentError(TIMEOUT, f"leadership did not move to {target} in time")
+
+    async def compact(self) -> int:
+        raft = self.raft
+        assert raft is not None
+        return await self._compact(raft)
+
+    def status(self) -> dict[str, Any]:
+        raft = self.raft
+        assert raft is not None
+        out: dict[str, Any] = {
+            "id": self.config.node_id,
+            "version": __version__,
+            "role": raft.role.value,
+            "term": raft.term,
+            "leader": raft.leader,
+            "commit": raft.commit,
+            "applied": raft.applied,
+            "last_index": raft.last_index,
+            "snapshot_index": self._snapshot_index,
+            "voters": sorted(raft.conf.voters),
+            "learners": sorted(raft.conf.learners),
+            "addresses": dict(sorted(self.addresses.items())),
+            "removed": raft.is_removed,
+            "uptime": round(time.time() - self.started_at, 3),
+        }
+        if raft.role is Role.LEADER:
+            out["progress"] = {
+                peer: {"match": match, "next": nxt}
+                for peer, (match, nxt) in sorted(raft.progress().items())
+            }
+        return out
+
+
+def _done_future() -> asyncio.Future[Any]:
+    return asyncio.get_running_loop().create_future()

@@ -1,0 +1,81 @@
+"""``python -m agent serve``: run one agent until it is told to stop (or is removed)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+
+from agent.api import ControlServer
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.node import Agent
+from agent.service import handlers
+from agent.statemachine import RecordingMachine
+from agent.storage import StorageError
+
+log = logging.getLogger("shoal.agent")
+
+
+def lock_data_dir(config: AgentConfig) -> int:
+    """Hold an exclusive lock on the data directory: two agents on one WAL would corrupt it."""
+    os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
+    fd = os.open(config.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AgentError(
+            "busy", f"another agent is already running with data directory {config.data_dir}"
+        )
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+async def serve(config: AgentConfig) -> int:
+    lock_fd = lock_data_dir(config)
+    agent = Agent(config, RecordingMachine())
+    control = ControlServer(config.control_socket, handlers(agent))
+    loop = asyncio.get_running_loop()
+    stopping: set[asyncio.Future[None]] = set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopping.add(asyncio.ensure_future(agent.stop(sig.name)))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await agent.start()
+        await control.start()
+        log.info("control socket at %s", config.control_socket)
+        await agent.stopped.wait()
+        log.info("stopped: %s", agent.stop_reason)
+        return 0
+    finally:
+        await control.stop()
+        if not agent.stopped.is_set():
+            await agent.stop()
+        with contextlib.suppress(OSError):
+            os.close(lock_fd)
+
+
+def run(config: AgentConfig) -> int:
+    try:
+        return asyncio.run(serve(config))
+    except StorageError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"shoal agent: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except AgentError as exc:
+        log.error("cannot start: %s", exc.message)
+        print(f"shoal agent: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        print(f"shoal agent: cannot start: {exc}", file=sys.stderr)
+        return 1
