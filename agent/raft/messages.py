@@ -139,26 +139,26 @@ class ReadIndexResponse(Message):
 
 
 @dataclass(frozen=True, slots=True)
-class ProposalForward(Message):
-    """A follower hands a client's proposal to the leader (not a Raft message: the runtime
-    handles it). The follower then waits to apply the entry itself and answers its client from
-    its own state machine, so only the index travels back."""
+class PeerCall(Message):
+    """A request from one agent to another over the authenticated peer link — not a Raft
+    message; the runtime serves it. Followers use it to forward proposals and lease keep-alives
+    to the leader. ``body`` is a JSON object."""
 
-    TAG: ClassVar[str] = "forward"
+    TAG: ClassVar[str] = "call"
 
     ctx: str
-    data: bytes
+    method: str
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
-class ProposalForwardResponse(Message):
-    """Where the leader put a forwarded proposal, or why it could not (``error`` non-empty)."""
+class PeerCallResponse(Message):
+    """The answer to a :class:`PeerCall`: a JSON ``body``, or ``code``/``error`` on failure."""
 
-    TAG: ClassVar[str] = "forward-resp"
+    TAG: ClassVar[str] = "call-resp"
 
     ctx: str
-    index: int = 0
-    entry_term: int = 0
+    body: bytes = b""
     error: str = ""
     code: str = ""
 
@@ -176,8 +176,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         TimeoutNow,
         ReadIndexRequest,
         ReadIndexResponse,
-        ProposalForward,
-        ProposalForwardResponse,
+        PeerCall,
+        PeerCallResponse,
     )
 }
 
