@@ -13,6 +13,10 @@ out of order)::
     {"v": 1, "id": 7, "ok": true, "result": {"index": 42, ...}}
     {"v": 1, "id": 7, "ok": false, "error": {"code": "not-leader", "message": "…", "leader": "n2"}}
 
+A method may stream: its responses then carry ``"stream": true`` and a ``result`` each, and the
+stream ends with ``{"id": 7, "ok": true, "done": true}`` (or an error line). ``cancel`` with
+``{"id": 7}`` ends a stream early; closing the connection ends them all.
+
 Error codes: bad-request, unknown-method, not-leader, no-leader, timeout, proposal-lost, busy,
 not-found, stopping, internal.
 """
@@ -22,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import inspect
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +41,7 @@ API_VERSION = 1
 MAX_REQUEST = 2 * 1024 * 1024
 """Bytes in one request line; larger is refused with bad-request and the connection closed."""
 
-Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any] | AsyncIterator[Any]]
 log = logging.getLogger("shoal.api")
 
 
@@ -89,6 +94,7 @@ class ControlServer:
         self._conns.add(task)
         lock = asyncio.Lock()
         pending: set[asyncio.Task[None]] = set()
+        by_id: dict[Any, asyncio.Task[None]] = {}
         try:
             while True:
                 try:
@@ -100,7 +106,7 @@ class ControlServer:
                     break
                 if not line.strip():
                     continue
-                req = asyncio.create_task(self._one(line, writer, lock))
+                req = asyncio.create_task(self._one(line, writer, lock, by_id))
                 pending.add(req)
                 req.add_done_callback(pending.discard)
         except (ConnectionError, asyncio.CancelledError):
@@ -111,7 +117,13 @@ class ControlServer:
             self._conns.discard(task)
             writer.close()
 
-    async def _one(self, line: bytes, writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
+    async def _one(
+        self,
+        line: bytes,
+        writer: asyncio.StreamWriter,
+        lock: asyncio.Lock,
+        by_id: dict[Any, asyncio.Task[None]],
+    ) -> None:
         req_id: Any = None
         try:
             try:
@@ -132,21 +144,57 @@ class ControlServer:
                 raise AgentError(BAD_REQUEST, "request needs a string 'method'")
             if not isinstance(params, dict):
                 raise AgentError(BAD_REQUEST, "'params' must be an object")
-            handler = self.handlers.get(method)
-            if handler is None:
-                known = ", ".join(sorted(self.handlers))
-                raise AgentError(UNKNOWN_METHOD, f"unknown method {method!r}; known: {known}")
-            result = await handler(params)
-            response = {"v": API_VERSION, "id": req_id, "ok": True, "result": result}
+            if method == "cancel":
+                target = by_id.get(params.get("id"))
+                if target is not None:
+                    target.cancel()
+                response = {"v": API_VERSION, "id": req_id, "ok": True, "result": {}}
+            else:
+                handler = self.handlers.get(method)
+                if handler is None:
+                    known = ", ".join(sorted([*self.handlers, "cancel"]))
+                    raise AgentError(UNKNOWN_METHOD, f"unknown method {method!r}; known: {known}")
+                outcome = handler(params)
+                if inspect.isasyncgen(outcome):
+                    task = asyncio.current_task()
+                    assert task is not None
+                    by_id[req_id] = task
+                    try:
+                        await self._stream(req_id, outcome, writer, lock)
+                    finally:
+                        by_id.pop(req_id, None)
+                    response = {"v": API_VERSION, "id": req_id, "ok": True, "done": True}
+                else:
+                    result = await outcome  # type: ignore[misc]
+                    response = {"v": API_VERSION, "id": req_id, "ok": True, "result": result}
         except AgentError as exc:
             response = _error(req_id, exc.code, exc.message, **exc.details)
         except asyncio.CancelledError:
-            raise
+            if req_id is None or writer.is_closing():
+                raise
+            response = {"v": API_VERSION, "id": req_id, "ok": True, "done": True}
         except Exception as exc:
             log.exception("request failed")
             response = _error(req_id, INTERNAL, f"internal error: {exc}")
         with contextlib.suppress(ConnectionError):
             await _send(writer, lock, response)
+
+
+    async def _stream(
+        self,
+        req_id: Any,
+        items: AsyncIterator[Any],
+        writer: asyncio.StreamWriter,
+        lock: asyncio.Lock,
+    ) -> None:
+        try:
+            async for item in items:
+                line = {"v": API_VERSION, "id": req_id, "ok": True, "stream": True, "result": item}
+                await _send(writer, lock, line)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def _error(req_id: Any, code: str, message: str, **details: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.api import API_VERSION, MAX_REQUEST
@@ -32,12 +33,19 @@ class ConnectionLost(ControlError):
         super().__init__("connection-lost", message, {})
 
 
+def _error_of(msg: dict[str, Any]) -> ControlError:
+    err = dict(msg.get("error") or {})
+    code = str(err.pop("code", "unknown"))
+    return ControlError(code, str(err.pop("message", "")), err)
+
+
 class ControlClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._streams: dict[int, asyncio.Queue[dict[str, Any] | None]] = {}
         self._reader_task = asyncio.create_task(self._read_loop())
 
     @classmethod
@@ -61,6 +69,43 @@ class ControlClient:
             raise ConnectionLost(f"cannot send to the agent: {exc}")
         return await fut
 
+    async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
+        """Start a streaming request and yield each result; closing the iterator cancels it."""
+        req_id = next(self._ids)
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._streams[req_id] = queue
+        line = {"v": API_VERSION, "id": req_id, "method": method, "params": params}
+        finished = False
+        try:
+            self._writer.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+            await self._writer.drain()
+            while True:
+                msg = await queue.get()
+                if msg is None:
+                    finished = True
+                    raise ConnectionLost("the agent closed the connection")
+                if not msg.get("ok"):
+                    finished = True
+                    raise _error_of(msg)
+                if msg.get("done"):
+                    finished = True
+                    return
+                yield msg.get("result")
+        except (ConnectionError, RuntimeError) as exc:
+            finished = True
+            raise ConnectionLost(f"cannot talk to the agent: {exc}")
+        finally:
+            self._streams.pop(req_id, None)
+            if not finished and not self._writer.is_closing():
+                cancel = {
+                    "v": API_VERSION,
+                    "id": None,
+                    "method": "cancel",
+                    "params": {"id": req_id},
+                }
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    self._writer.write(json.dumps(cancel).encode() + b"\n")
+
     async def _read_loop(self) -> None:
         try:
             while True:
@@ -68,15 +113,17 @@ class ControlClient:
                 if not line:
                     break
                 msg = json.loads(line)
+                queue = self._streams.get(msg.get("id"))
+                if queue is not None:
+                    queue.put_nowait(msg)
+                    continue
                 fut = self._waiting.pop(msg.get("id"), None)
                 if fut is None or fut.done():
                     continue
                 if msg.get("ok"):
                     fut.set_result(msg.get("result"))
                 else:
-                    err = dict(msg.get("error") or {})
-                    code = str(err.pop("code", "unknown"))
-                    fut.set_exception(ControlError(code, str(err.pop("message", "")), err))
+                    fut.set_exception(_error_of(msg))
         except (ConnectionError, ValueError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -84,6 +131,8 @@ class ControlClient:
                 if not fut.done():
                     fut.set_exception(ConnectionLost("the agent closed the connection"))
             self._waiting.clear()
+            for queue in self._streams.values():
+                queue.put_nowait(None)
 
     async def close(self) -> None:
         self._writer.close()

@@ -10,6 +10,7 @@ more work batches into the next turn) → send → apply → advance.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import itertools
@@ -19,7 +20,7 @@ import os
 import random
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from agent.config import AgentConfig, format_address, parse_address
 from agent.errors import (
     BAD_REQUEST,
     BUSY,
+    INTERNAL,
     NO_LEADER,
     NOT_LEADER,
     PROPOSAL_LOST,
@@ -43,7 +45,7 @@ from agent.raft.core import (
     Ready,
     Role,
 )
-from agent.raft.messages import Message, ProposalForward, ProposalForwardResponse
+from agent.raft.messages import Message, PeerCall, PeerCallResponse
 from agent.raft.types import (
     ConfChange,
     ConfChangeOp,
@@ -129,12 +131,18 @@ class Agent:
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
         self._apply_waits: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ids = itertools.count(1)
-        self._forwards: dict[str, asyncio.Future[tuple[int, int]]] = {}
+        self._peer_calls: dict[str, asyncio.Future[Any]] = {}
+        self.peer_methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "propose": self._peer_propose
+        }
         self._recent_results: dict[int, tuple[int, Any]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._snapshot_index = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._last_soft: tuple[Role, str | None, int] | None = None
+        self.leadership_listeners: list[Callable[[bool], None]] = []
+        """Called with True when this node becomes leader and False when it stops leading."""
+        self._leading = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -218,44 +226,78 @@ class Agent:
     # --- inputs from the transport and the clock --------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
-        if isinstance(msg, ProposalForward):
-            task = asyncio.ensure_future(self._serve_forward(msg))
+        if isinstance(msg, PeerCall):
+            task = asyncio.ensure_future(self._serve_peer_call(msg))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return
-        if isinstance(msg, ProposalForwardResponse):
-            fut = self._forwards.pop(msg.ctx, None)
+        if isinstance(msg, PeerCallResponse):
+            fut = self._peer_calls.pop(msg.ctx, None)
             if fut is not None and not fut.done():
                 if msg.error:
-                    fut.set_exception(AgentError(msg.code or BUSY, msg.error))
+                    fut.set_exception(AgentError(msg.code or INTERNAL, msg.error))
                 else:
-                    fut.set_result((msg.index, msg.entry_term))
+                    try:
+                        fut.set_result(json.loads(msg.body))
+                    except ValueError:
+                        fut.set_exception(AgentError(INTERNAL, "malformed answer from a peer"))
             return
         self._inbox.append(msg)
         self._wake.set()
 
-    async def _serve_forward(self, msg: ProposalForward) -> None:
-        """Leader side of forwarding: propose, and tell the follower where the entry went."""
+    async def _serve_peer_call(self, msg: PeerCall) -> None:
+        """Serve another agent's request (it authenticated with the cluster's certificate)."""
         assert self.transport is not None
-
-        def submit(raft: RaftNode) -> tuple[int, int]:
+        reply = PeerCallResponse(0, self.config.node_id, msg.src, msg.ctx)
+        handler = self.peer_methods.get(msg.method)
+        try:
+            if handler is None:
+                raise AgentError(BAD_REQUEST, f"unknown peer method {msg.method!r}")
             try:
-                return raft.propose(msg.data), raft.term
-            except NotLeader as exc:
-                raise self._not_leader(exc.leader)
-            except ProposalDropped as exc:
-                raise AgentError(BUSY, str(exc))
-
-        reply = ProposalForwardResponse(0, self.config.node_id, msg.src, msg.ctx)
-        if not msg.data:
-            reply = dataclasses.replace(reply, error="empty proposal", code=BAD_REQUEST)
-        else:
-            try:
-                index, term = await self.call(submit)
-                reply = dataclasses.replace(reply, term=term, index=index, entry_term=term)
-            except AgentError as exc:
-                reply = dataclasses.replace(reply, error=exc.message, code=exc.code)
+                params = json.loads(msg.body)
+            except ValueError:
+                raise AgentError(BAD_REQUEST, "peer call body is not JSON")
+            result = await handler(params)
+            reply = dataclasses.replace(reply, body=json.dumps(result).encode())
+        except AgentError as exc:
+            reply = dataclasses.replace(reply, error=exc.message, code=exc.code)
+        except Exception as exc:
+            log.exception("peer call %s from %s failed", msg.method, msg.src)
+            reply = dataclasses.replace(reply, error=f"internal error: {exc}", code=INTERNAL)
         self.transport.send([reply])
+
+    async def call_peer(
+        self, peer: str, method: str, params: dict[str, Any], timeout: float
+    ) -> Any:
+        """Ask another member to run ``method``; used to reach the leader from a follower."""
+        assert self.transport is not None
+        ctx = f"{self.config.node_id}-c{next(self._read_ids)}"
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._peer_calls[ctx] = fut
+        body = json.dumps(params, separators=(",", ":")).encode()
+        self.transport.send([PeerCall(0, self.config.node_id, peer, ctx, method, body)])
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise AgentError(
+                TIMEOUT, f"{peer} did not answer in time ({method}); the outcome is unknown"
+            )
+        finally:
+            self._peer_calls.pop(ctx, None)
+
+    async def call_leader(
+        self, method: str, params: dict[str, Any], timeout: float | None = None
+    ) -> Any:
+        """Run a peer method on the leader: locally when this node leads, else over the link."""
+        raft = self.raft
+        assert raft is not None
+        handler = self.peer_methods[method]
+        leader = raft.leader
+        if leader is None:
+            raise self._not_leader(None)
+        if leader == self.config.node_id:
+            return await handler(params)
+        return await self.call_peer(leader, method, params, self._timeout(timeout))
 
     def _on_peer_down(self, peer: str) -> None:
         self._calls.append((lambda raft: raft.report_unreachable(peer), _done_future()))
@@ -432,6 +474,11 @@ class Agent:
         if key == self._last_soft:
             return
         self._last_soft = key
+        leading = soft.role is Role.LEADER
+        if leading != self._leading:
+            self._leading = leading
+            for listener in self.leadership_listeners:
+                listener(leading)
         if soft.role is Role.LEADER:
             log.info("became leader at term %d", soft.term)
         elif soft.leader:
@@ -528,7 +575,10 @@ class Agent:
 
         index, leader = await self.call(submit)
         if leader is not None:
-            index, term = await self._forward(leader, data, limit)
+            answer = await self.call_peer(
+                leader, "propose", {"data": base64.b64encode(data).decode()}, limit
+            )
+            index, term = int(answer["index"]), int(answer["term"])
             known = self._recent_results.get(index)
             if known is not None:  # applied here before the leader's answer arrived
                 if known[0] != term:
@@ -547,22 +597,22 @@ class Agent:
             )
         return index, result
 
-    async def _forward(self, leader: str, data: bytes, timeout: float) -> tuple[int, int]:
-        assert self.transport is not None
-        ctx = f"{self.config.node_id}-f{next(self._read_ids)}"
-        fut: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self._forwards[ctx] = fut
-        self.transport.send([ProposalForward(0, self.config.node_id, leader, ctx, data)])
-        try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise AgentError(
-                TIMEOUT,
-                f"the leader {leader} did not answer a forwarded proposal in time; "
-                "its outcome is unknown",
-            )
-        finally:
-            self._forwards.pop(ctx, None)
+    async def _peer_propose(self, params: dict[str, Any]) -> dict[str, int]:
+        """Leader side of forwarding: append, and say where the entry went."""
+        data = base64.b64decode(str(params.get("data", "")))
+        if not data:
+            raise AgentError(BAD_REQUEST, "empty proposal")
+
+        def submit(raft: RaftNode) -> dict[str, int]:
+            try:
+                return {"index": raft.propose(data), "term": raft.term}
+            except NotLeader as exc:
+                raise self._not_leader(exc.leader)
+            except ProposalDropped as exc:
+                raise AgentError(BUSY, str(exc))
+
+        result: dict[str, int] = await self.call(submit)
+        return result
 
     async def read_barrier(self, timeout: float | None = None) -> int:
         """Wait until a linearizable read may be served here; return the read index."""

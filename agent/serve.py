@@ -9,13 +9,15 @@ import logging
 import os
 import signal
 import sys
+import time
 
 from agent.api import ControlServer
 from agent.config import AgentConfig
 from agent.errors import AgentError
+from agent.kvserver import KVServer, LeasedKVMachine
+from agent.lessor import Lessor
 from agent.node import Agent
 from agent.service import handlers
-from agent.statemachine import RecordingMachine
 from agent.storage import StorageError
 
 log = logging.getLogger("shoal.agent")
@@ -39,8 +41,11 @@ def lock_data_dir(config: AgentConfig) -> int:
 
 async def serve(config: AgentConfig) -> int:
     lock_fd = lock_data_dir(config)
-    agent = Agent(config, RecordingMachine())
-    control = ControlServer(config.control_socket, handlers(agent))
+    lessor = Lessor(time.monotonic, extend_on_promote=config.tick_ms * config.election_ticks / 1000)
+    machine = LeasedKVMachine(lessor)
+    agent = Agent(config, machine)
+    kv = KVServer(agent, machine)
+    control = ControlServer(config.control_socket, handlers(agent, kv))
     loop = asyncio.get_running_loop()
     stopping: set[asyncio.Future[None]] = set()
 
@@ -51,6 +56,7 @@ async def serve(config: AgentConfig) -> int:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await agent.start()
+        kv.start()
         await control.start()
         log.info("control socket at %s", config.control_socket)
         await agent.stopped.wait()
@@ -58,6 +64,7 @@ async def serve(config: AgentConfig) -> int:
         return 0
     finally:
         await control.stop()
+        await kv.stop()
         if not agent.stopped.is_set():
             await agent.stop()
         with contextlib.suppress(OSError):

@@ -8,41 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api import Handler, data_param, param, show_bytes
+from agent.api import Handler, param
 from agent.config import parse_address
 from agent.errors import BAD_REQUEST, AgentError
+from agent.kvserver import KVServer
 from agent.node import Agent
-from agent.statemachine import RecordingMachine
 
 
-def handlers(agent: Agent) -> dict[str, Handler]:
-    """The method table served on the control socket."""
+def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
+    """The method table served on the control socket: cluster methods plus the store's."""
 
     async def status(params: dict[str, Any]) -> Any:
-        return agent.status()
-
-    async def propose(params: dict[str, Any]) -> Any:
-        timeout = param(params, "timeout", float, None)
-        index, result = await agent.propose(data_param(params), timeout)
-        return {"index": index, "result": result}
+        return {**agent.status(), **kv.status()}
 
     async def read_index(params: dict[str, Any]) -> Any:
         return {"index": await agent.read_barrier(param(params, "timeout", float, None))}
-
-    async def records(params: dict[str, Any]) -> Any:
-        after = param(params, "after", int, 0)
-        limit = max(1, min(param(params, "limit", int, 1000), 10000))
-        if param(params, "linearizable", bool, False):
-            await agent.read_barrier(param(params, "timeout", float, None))
-        machine = agent.machine
-        if not isinstance(machine, RecordingMachine):
-            raise AgentError(BAD_REQUEST, "this agent's state machine keeps no records")
-        rows = machine.read(after, limit)
-        return {
-            "records": [{"index": i, **show_bytes(d)} for i, d in rows],
-            "applied": agent.raft.applied if agent.raft else 0,
-            "more": len(rows) == limit,
-        }
 
     async def members(params: dict[str, Any]) -> Any:
         st = agent.status()
@@ -68,7 +48,7 @@ def handlers(agent: Agent) -> dict[str, Handler]:
             "leader": await agent.transfer_leadership(target, param(params, "timeout", float, None))
         }
 
-    async def compact(params: dict[str, Any]) -> Any:
+    async def snapshot(params: dict[str, Any]) -> Any:
         return {"index": await agent.compact()}
 
     async def ping(params: dict[str, Any]) -> Any:
@@ -76,13 +56,12 @@ def handlers(agent: Agent) -> dict[str, Handler]:
 
     return {
         "status": status,
-        "propose": propose,
         "read_index": read_index,
-        "records": records,
         "members": members,
         "add_member": add_member,
         "remove_member": remove_member,
         "transfer_leader": transfer_leader,
-        "compact": compact,
+        "snapshot": snapshot,
         "ping": ping,
+        **kv.handlers(),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -24,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from agent.client import ControlClient, ControlError
+from agent.kv import prefix_end
 from shell import pki
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def unb64(data: str) -> str:
+    return base64.b64decode(data).decode("utf-8", errors="replace")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -307,15 +317,28 @@ class LocalCluster:
                 target = hinted if isinstance(hinted, str) and self.alive(hinted) else None
                 await asyncio.sleep(0.05)
 
-    async def records(self, node: str) -> list[tuple[int, str]]:
-        out: list[tuple[int, str]] = []
-        after = 0
-        while True:
-            res = await self.call(node, "records", after=after, limit=10000)
-            out += [(r["index"], r.get("data", "")) for r in res["records"]]
-            if not res["more"]:
-                return out
-            after = out[-1][0]
+    async def put(self, key: str, value: str, **params: Any) -> dict[str, Any]:
+        """A KV put through the leader (not retried once sent: a put is not idempotent)."""
+        result: dict[str, Any] = await self.call_leader(
+            "kv.put", key=b64(key), value=b64(value), **params
+        )
+        return result
+
+    async def get_prefix(
+        self, node: str, prefix: str, *, serializable: bool = True
+    ) -> list[dict[str, Any]]:
+        """Every key under ``prefix`` as ``node`` has it, in modification order, decoded."""
+        res = await self.call(
+            node,
+            "kv.get",
+            key=b64(prefix),
+            range_end=base64.b64encode(prefix_end(prefix.encode())).decode("ascii"),
+            serializable=serializable,
+        )
+        rows = [
+            {**kv, "key": unb64(kv["key"]), "value": unb64(kv["value"])} for kv in res["kvs"]
+        ]
+        return sorted(rows, key=lambda kv: int(kv["mod_revision"]))
 
     async def close(self) -> None:
         for node in list(self._clients):
@@ -344,7 +367,7 @@ async def _lab(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         leader = await cluster.start()
         print(f"leader {leader} elected {time.monotonic() - t0:.2f}s after start\n")
-        await cluster.call_leader("propose", data="hello from make lab")
+        await cluster.put("/hello", "from make lab")
         _print_status(await cluster.statuses())
         print("\ntalk to a node:")
         print(f"  .venv/bin/python -m agent ctl --socket {cluster.socket_path('node1')} status")

@@ -353,3 +353,12 @@ def decode(data: bytes) -> Command:
         cmd = LeaseExpireCommand(f.int_("id", True))
     f.done()
     return cmd
+
+
+def decode_range(params: dict[str, Any], path: str = "params") -> RangeRequest:
+    """A range request from API parameters, checked as strictly as a log command."""
+    f = _Fields({**params, "op": "range"}, path)
+    request = _op(f)
+    f.done()
+    assert isinstance(request, RangeRequest)
+    return request

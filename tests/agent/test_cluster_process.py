@@ -10,19 +10,34 @@ import signal
 import pytest
 
 from agent.client import ControlError
-from shell.devcluster import LocalCluster
+from shell.devcluster import LocalCluster, b64, unb64
 from tests.agent.conftest import ClusterRunner, eventually, logs_of
 
 pytestmark = pytest.mark.process
 
 
+PREFIX = "/t/"
+
+
 async def propose_many(cluster: LocalCluster, prefix: str, count: int) -> list[str]:
+    """Write ``count`` new keys through the leader; return the acknowledged values in order."""
     acked = []
     for i in range(count):
         data = f"{prefix}-{i}"
-        await cluster.call_leader("propose", data=data)
+        await cluster.put(PREFIX + data, data)
         acked.append(data)
     return acked
+
+
+async def records(cluster: LocalCluster, node: str) -> list[str]:
+    """The values under PREFIX on ``node``, in the order they were applied.
+
+    Each test value is written once under its own key, so a version above 1 would mean an
+    entry was applied twice.
+    """
+    rows = await cluster.get_prefix(node, PREFIX)
+    assert all(int(r["version"]) == 1 for r in rows), f"{node} applied an entry twice"
+    return [r["value"] for r in rows]
 
 
 async def same_records_everywhere(
@@ -31,7 +46,7 @@ async def same_records_everywhere(
     seen = []
     for node in nodes:
         try:
-            seen.append([d for _, d in await cluster.records(node)])
+            seen.append(await records(cluster, node))
         except (ControlError, OSError):
             return False
     return all(s == seen[0] for s in seen) and all(a in seen[0] for a in acked)
@@ -49,8 +64,8 @@ def test_three_agents_elect_a_leader_and_replicate(clusters: ClusterRunner) -> N
         await eventually(
             lambda: same_records_everywhere(cluster, cluster.ids, acked), 10, "all nodes apply"
         )
-        records = [d for _, d in await cluster.records("node2")]
-        assert records == acked  # in order, each exactly once
+        applied = await records(cluster, "node2")
+        assert applied == acked  # in order, each exactly once
 
     clusters.run(story())
 
@@ -64,8 +79,8 @@ def test_leader_kill_elects_another_and_loses_nothing(clusters: ClusterRunner) -
         await cluster.kill(old)
         new = await cluster.wait_leader(exclude=[old], timeout=10)
         assert new != old
-        records = [d for _, d in await cluster.records(new)]
-        assert records[: len(acked)] == acked, logs_of(cluster)
+        applied = await records(cluster, new)
+        assert applied[: len(acked)] == acked, logs_of(cluster)
         acked += await propose_many(cluster, "after", 10)
         # the old leader comes back as a follower and catches up with what it missed
         cluster.start_node(old)
@@ -116,7 +131,7 @@ def test_follower_that_missed_a_compacted_range_catches_up_by_snapshot(
             lambda: same_records_everywhere(cluster, cluster.ids, acked), 20, "snapshot catch-up"
         )
         assert "installed a snapshot" in cluster.log_path(follower).read_text()
-        assert [d for _, d in await cluster.records(follower)] == acked
+        assert await records(cluster, follower) == acked
 
     clusters.run(story())
 
@@ -134,7 +149,7 @@ def test_add_a_fourth_member_and_remove_one_while_proposals_flow(clusters: Clust
             while not stop.is_set():
                 with contextlib.suppress(ControlError):
                     data = f"flow-{i}"
-                    await cluster.call_leader("propose", data=data)
+                    await cluster.put(PREFIX + data, data)
                     acked.append(data)
                 i += 1
 
@@ -181,7 +196,7 @@ def test_paused_leader_is_replaced_and_rejoins_as_follower(clusters: ClusterRunn
     clusters.run(story())
 
 
-def test_a_follower_forwards_proposals_and_answers_from_its_own_state_machine(
+def test_a_follower_forwards_writes_and_answers_from_its_own_state_machine(
     clusters: ClusterRunner,
 ) -> None:
     cluster = clusters.make(3)
@@ -189,16 +204,12 @@ def test_a_follower_forwards_proposals_and_answers_from_its_own_state_machine(
     async def story() -> None:
         leader = await cluster.start()
         follower = next(n for n in cluster.ids if n != leader)
-        first = await cluster.call(follower, "propose", data="via-follower")
-        second = await cluster.call(leader, "propose", data="via-leader")
-        assert second["index"] == first["index"] + 1
-        assert first["result"]["index"] == first["index"]  # computed by the follower's apply
-        await eventually(
-            lambda: same_records_everywhere(cluster, cluster.ids, ["via-follower", "via-leader"]),
-            10,
-            "replication",
-        )
-        # a linearizable read point is available on any member
-        assert (await cluster.call(follower, "read_index"))["index"] >= second["index"]
+        first = await cluster.call(follower, "kv.put", key=b64("/f/1"), value=b64("via-follower"))
+        second = await cluster.call(leader, "kv.put", key=b64("/f/2"), value=b64("via-leader"))
+        assert second["header"]["revision"] == first["header"]["revision"] + 1
+        # a linearizable read on the follower sees the leader's write at once
+        got = await cluster.call(follower, "kv.get", key=b64("/f/2"))
+        assert [unb64(kv["value"]) for kv in got["kvs"]] == ["via-leader"]
+        assert (await cluster.call(follower, "read_index"))["index"] >= 5
 
     clusters.run(story())
