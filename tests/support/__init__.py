@@ -1,0 +1,1 @@
+"""Helpers shared by tests: history checkers and other test-only machinery."""
