@@ -58,8 +58,10 @@ class LocalCluster:
         snapshot_entries: int = 10000,
         log_level: str = "info",
         host: str = "127.0.0.1",
+        fault_injection: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.fault_injection = fault_injection
         self.name = name
         self.host = host
         self.timing = {
@@ -121,6 +123,8 @@ class LocalCluster:
             "raft": {"snapshot_entries": self.snapshot_entries},
             "log": {"level": self.log_level},
         }
+        if self.fault_injection:  # lets tests cut peer links through debug.faults
+            config["debug"] = {"fault_injection": True}
         path = self.config_path(node)
         path.write_text(json.dumps(config, indent=2))
         return path
@@ -362,6 +366,9 @@ async def _lab(args: argparse.Namespace) -> int:
     if root.exists():
         shutil.rmtree(root)
     cluster = LocalCluster(root, args.nodes)
+    task = asyncio.current_task()
+    if task is not None:  # SIGTERM stops the agents too, as Ctrl-C does
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     print(f"starting {args.nodes} agents on loopback under {root} …", flush=True)
     try:
         t0 = time.monotonic()
@@ -390,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         return asyncio.run(_lab(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nstopped the cluster")
         return 0
 
