@@ -45,7 +45,14 @@ from agent.raft.core import (
     Ready,
     Role,
 )
-from agent.raft.messages import Message, PeerCall, PeerCallResponse
+from agent.raft.messages import (
+    AppendRequest,
+    Heartbeat,
+    Message,
+    PeerCall,
+    PeerCallResponse,
+    SnapshotRequest,
+)
 from agent.raft.types import (
     ConfChange,
     ConfChangeOp,
@@ -64,6 +71,7 @@ T = TypeVar("T")
 log = logging.getLogger("shoal.raft")
 
 _SNAP_HEADER = struct.Struct(">I")
+_LEADER_EARLY = (AppendRequest, Heartbeat, SnapshotRequest)
 
 
 @dataclass
@@ -140,6 +148,7 @@ class Agent:
         self._snapshot_index = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._last_soft: tuple[Role, str | None, int] | None = None
+        self._durable_term_vote: tuple[int, str | None] = (0, None)
         self.leadership_listeners: list[Callable[[bool], None]] = []
         """Called with True when this node becomes leader and False when it stops leading."""
         self._leading = False
@@ -151,6 +160,7 @@ class Agent:
         os.makedirs(cfg.data_dir, mode=0o700, exist_ok=True)
         storage, rec = await asyncio.to_thread(DiskStorage.open, cfg.data_dir)
         self.storage = storage
+        self._durable_term_vote = (rec.hard_state.term, rec.hard_state.vote)
         if rec.torn_tail:
             log.warning("write-ahead log had a torn tail (cut off): %s", rec.torn_tail)
         hard_state, entries = rec.hard_state, rec.entries
@@ -159,6 +169,7 @@ class Agent:
             entries = bootstrap_entries(cfg.peers)
             hard_state = HardState(term=1, vote=None, commit=len(entries))
             await asyncio.to_thread(storage.save, hard_state, entries)
+            self._durable_term_vote = (hard_state.term, hard_state.vote)
             log.info("bootstrapped a new cluster with members %s", ", ".join(sorted(cfg.peers)))
         if rec.snapshot is not None:
             peers, machine_data = decode_snapshot(rec.snapshot.data)
@@ -362,10 +373,15 @@ class Agent:
 
     async def _handle_ready(self, raft: RaftNode, rd: Ready) -> None:
         assert self.storage is not None and self.transport is not None
+        early, late = self._split_messages(raft, rd)
+        if early:
+            self.transport.send(early)
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
-        if rd.messages:
-            self.transport.send(rd.messages)
+            if rd.hard_state is not None:
+                self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
+        if late:
+            self.transport.send(late)
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         for entry in rd.committed:
@@ -380,6 +396,24 @@ class Agent:
         self._release_waits(applied)
         if rd.soft_state is not None:
             self._log_soft_state(rd)
+
+    def _split_messages(self, raft: RaftNode, rd: Ready) -> tuple[list[Message], list[Message]]:
+        """Which messages may leave before this Ready is on disk.
+
+        A leader may replicate entries while it writes them itself (Raft thesis §10.2.1): its
+        own copy counts toward the commit only once persisted (the core sees to that), and the
+        term on its messages is already durable. Everything else — votes, acknowledgements, and
+        anything sent while term or vote changes — waits for the fsync.
+        """
+        if raft.role is not Role.LEADER or not rd.messages:
+            return [], rd.messages
+        hs = rd.hard_state
+        if hs is not None and (hs.term, hs.vote) != self._durable_term_vote:
+            return [], rd.messages
+        early: list[Message] = [m for m in rd.messages if isinstance(m, _LEADER_EARLY)]
+        if len(early) == len(rd.messages):
+            return early, []
+        return early, [m for m in rd.messages if not isinstance(m, _LEADER_EARLY)]
 
     def _apply(self, entry: Entry) -> None:
         result: Any = None
