@@ -31,6 +31,9 @@ Example (TOML)::
 
     [log]
     level = "info"
+
+    [debug]
+    fault_injection = false               # true only in test clusters: enables debug.faults
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class AgentConfig:
     lease_reads: bool = False
     log_level: str = "info"
     advertise: dict[str, str] = field(default_factory=dict)
+    fault_injection: bool = False
+    """Serve ``debug.faults``, which lets a control-socket user cut this node's peer links.
+    For tests that check behaviour under partitions; never needed in production."""
 
 
 def _get(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -139,6 +145,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
     timing = _get(raw, "timing", dict, where, {})
     raft = _get(raw, "raft", dict, where, {})
     log = _get(raw, "log", dict, where, {})
+    debug = _get(raw, "debug", dict, where, {})
     control = raw.get("control_socket")
     cfg = AgentConfig(
         node_id=node_id,
@@ -158,6 +165,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
         check_quorum=_get(raft, "check_quorum", bool, f"{where} [raft]", True),
         lease_reads=_get(raft, "lease_reads", bool, f"{where} [raft]", False),
         log_level=_get(log, "level", str, f"{where} [log]", "info"),
+        fault_injection=_get(debug, "fault_injection", bool, f"{where} [debug]", False),
     )
     if cfg.tick_ms < 1 or cfg.heartbeat_ticks < 1 or cfg.election_ticks <= cfg.heartbeat_ticks:
         raise ConfigError(

@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.api import Handler, param
 from agent.config import parse_address
-from agent.errors import BAD_REQUEST, AgentError
+from agent.errors import BAD_REQUEST, STOPPING, AgentError
 from agent.kvserver import KVServer
 from agent.node import Agent
 
@@ -54,6 +54,23 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
     async def ping(params: dict[str, Any]) -> Any:
         return {"id": agent.config.node_id}
 
+    async def debug_faults(params: dict[str, Any]) -> Any:
+        # Lets tests partition real agents without root or network namespaces; refused unless
+        # the config opted in, so a production agent cannot be cut off through its socket.
+        if not agent.config.fault_injection:
+            raise AgentError(
+                BAD_REQUEST,
+                "fault injection is disabled on this agent; "
+                "set [debug] fault_injection = true in its config (test clusters only)",
+            )
+        if agent.transport is None:
+            raise AgentError(STOPPING, "the peer transport is not running")
+        block = param(params, "block", list)
+        if not all(isinstance(peer, str) for peer in block):
+            raise AgentError(BAD_REQUEST, "parameter 'block' must be a list of node ids")
+        agent.transport.block(block)
+        return {"blocked": sorted(agent.transport.blocked)}
+
     return {
         "status": status,
         "read_index": read_index,
@@ -63,5 +80,6 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
         "transfer_leader": transfer_leader,
         "snapshot": snapshot,
         "ping": ping,
+        "debug.faults": debug_faults,
         **kv.handlers(),
     }

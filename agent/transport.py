@@ -14,6 +14,12 @@ Peer state for the callbacks is per node: a node goes *down* when any establishe
 (our outbound, or its inbound) is lost, and *up* when any link with it is (re)established. Each
 callback fires once per transition, so a peer restart is one ``on_peer_down`` and one
 ``on_peer_up``.
+
+For fault-injection tests only, :meth:`PeerTransport.block` silently drops every message to and
+from chosen peers while their connections stay up, the way a network partition looks to Raft (a
+link that carries nothing, not one that closes). The agent exposes it as the ``debug.faults``
+control method only when its config sets ``[debug] fault_injection = true``; otherwise the set of
+blocked peers stays empty and the hook costs one set lookup per message.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ class PeerTransport:
         self._up: set[str] = set()
         self._server: asyncio.Server | None = None
         self._running = False
+        self._blocked: frozenset[str] = frozenset()
         self.listen_port = 0
         self.set_peers(peers)
 
@@ -104,6 +111,8 @@ class PeerTransport:
     def send(self, messages: Iterable[Message]) -> None:
         """Queue messages for their ``dst`` peers and return at once; delivery is best effort."""
         for msg in messages:
+            if msg.dst in self._blocked:
+                continue  # fault injection: the partition eats it (see block())
             link = self._links.get(msg.dst)
             if link is None:
                 self._log.debug("dropping %s to unknown peer %r", msg.TAG, msg.dst)
@@ -114,6 +123,29 @@ class PeerTransport:
         """Whether our outbound link to ``peer`` is established right now (for status views)."""
         link = self._links.get(peer)
         return link is not None and link.established
+
+    @property
+    def blocked(self) -> frozenset[str]:
+        """The peers :meth:`block` currently cuts us off from (empty unless a test set it)."""
+        return self._blocked
+
+    def block(self, peers: Iterable[str]) -> None:
+        """Fault injection: drop all messages to and from ``peers`` until called again.
+
+        Replaces the previous set; an empty one heals. Dropped, not queued, and connections stay
+        up, so the peer sees silence exactly as across a real partition, and nothing stale is
+        delivered in a burst on healing. Only the ``debug.faults`` control method calls this,
+        and only when the agent's config enables fault injection.
+        """
+        blocked = frozenset(peers) - {self.node_id}
+        if blocked != self._blocked:
+            self._log.warning(
+                "fault injection: %s",
+                f"dropping all messages to and from {', '.join(sorted(blocked))}"
+                if blocked
+                else "peer links healed",
+            )
+        self._blocked = blocked
 
     def set_peers(self, peers: dict[str, Address]) -> None:
         """Adopt a new membership: dial new peers, close links to removed ones, follow moves."""
@@ -280,6 +312,8 @@ class PeerTransport:
                         msg.dst,
                     )
                 continue
+            if conn.node in self._blocked:
+                continue  # fault injection: the partition eats it (see block())
             try:
                 self._on_message(msg)
             except Exception:

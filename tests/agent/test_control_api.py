@@ -61,7 +61,7 @@ def test_errors_are_structured_and_name_the_problem(tmp_path: Path) -> None:
         client = await ControlClient.connect(str(path))
         try:
             for method, params, code, text in [
-                ("nope", {}, "unknown-method", "known: echo, fail, slow"),
+                ("nope", {}, "unknown-method", "known: cancel, echo, fail, slow"),
                 ("echo", {}, "bad-request", "missing parameter 'data'"),
                 ("echo", {"data": 5}, "bad-request", "must be str"),
                 ("echo", {"data_b64": "!!"}, "bad-request", "base64"),
