@@ -376,10 +376,15 @@ class Agent:
         early, late = self._split_messages(raft, rd)
         if early:
             self.transport.send(early)
-        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
-            await asyncio.to_thread(self.storage.save, rd.hard_state, rd.entries, rd.snapshot)
-            if rd.hard_state is not None:
-                self._durable_term_vote = (rd.hard_state.term, rd.hard_state.vote)
+        hs = rd.hard_state
+        if rd.entries or rd.snapshot is not None or (
+            hs is not None and (hs.term, hs.vote) != self._durable_term_vote
+        ):
+            await asyncio.to_thread(self.storage.save, hs, rd.entries, rd.snapshot)
+            if hs is not None:
+                self._durable_term_vote = (hs.term, hs.vote)
+        elif hs is not None:  # only the commit index moved: written, not synced (as etcd)
+            self.storage.save(hs, [], None, sync=False)
         if late:
             self.transport.send(late)
         if rd.snapshot is not None:

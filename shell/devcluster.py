@@ -239,13 +239,16 @@ class LocalCluster:
         return ""
 
     async def client(self, node: str) -> ControlClient:
-        if node not in self._clients:
-            client = await ControlClient.connect(str(self.socket_path(node)))
-            if node in self._clients:  # another caller connected meanwhile: keep one
-                await client.close()
-            else:
-                self._clients[node] = client
-        return self._clients[node]
+        existing = self._clients.get(node)
+        if existing is not None:
+            return existing
+        client = await ControlClient.connect(str(self.socket_path(node)))
+        existing = self._clients.get(node)
+        if existing is not None:  # another caller connected meanwhile: keep one
+            await client.close()
+            return existing
+        self._clients[node] = client
+        return client
 
     async def _drop_client(self, node: str) -> None:
         client = self._clients.pop(node, None)

@@ -159,9 +159,18 @@ class DiskStorage:
         return self._shape.base + 1
 
     def save(
-        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None
+        self,
+        hard_state: HardState | None,
+        entries: list[Entry],
+        snapshot: Snapshot | None = None,
+        *,
+        sync: bool = True,
     ) -> None:
         """Persist one Ready: the snapshot (atomically, first), the entries, the hard state.
+
+        ``sync=False`` writes without the fdatasync; it is for a Ready whose only change is the
+        commit index, which Raft can always recover from its peers (etcd skips that sync too).
+        The next synced write makes it durable along with everything before it.
 
         ``entries[0].index`` may be at or below :attr:`last_index`: the stored suffix from there
         on is replaced. A received snapshot drops the stored log up to its index (and the rest
@@ -194,7 +203,7 @@ class DiskStorage:
         if snapshot is not None:
             with _io("write the snapshot"):
                 self._snapshots.save(snapshot)
-        self._append(b"".join(parts), entries[-1].index if entries else 0)
+        self._append(b"".join(parts), entries[-1].index if entries else 0, sync or bool(entries))
         if snapshot is not None:
             shape.install(snapshot.meta.index, snapshot.meta.term)
         if entries:
@@ -241,13 +250,13 @@ class DiskStorage:
         if self._lock_fd is None:
             raise StorageError(f"the storage in {self._root} is closed")
 
-    def _append(self, data: bytes, max_index: int) -> None:
+    def _append(self, data: bytes, max_index: int, sync: bool = True) -> None:
         if self._wal.should_roll:
             shape = self._shape
             mark = encode_mark(shape.base, shape.base_term, kept_suffix=True)
             context = mark + encode_hard_state(self._hard_state)
             self._wal.roll(shape.last_index + 1, context)
-        self._wal.append(data, max_index)
+        self._wal.append(data, max_index, sync)
 
 
 @contextlib.contextmanager

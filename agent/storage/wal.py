@@ -391,13 +391,15 @@ class WalWriter:
         except OSError as err:
             self._fail(f"cannot start WAL segment {new.path}: {err}")
 
-    def append(self, data: bytes, max_index: int) -> None:
-        """Write ``data`` (whole records) with one write() and make it durable with one
-        fdatasync before returning. ``max_index`` is the highest entry index in ``data``."""
+    def append(self, data: bytes, max_index: int, sync: bool = True) -> None:
+        """Write ``data`` (whole records) with one write() and, when ``sync``, make it durable
+        with one fdatasync before returning. ``max_index`` is the highest entry index in
+        ``data``."""
         fd = self._require_fd()
         try:
             write_all(fd, data)
-            datasync(fd)
+            if sync:
+                datasync(fd)
         except OSError as err:
             self._fail(f"cannot write the WAL segment {self._segments[-1].file.path}: {err}")
         self._size += len(data)

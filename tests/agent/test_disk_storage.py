@@ -129,6 +129,24 @@ def test_a_save_is_one_write_and_one_fdatasync(
     assert calls == ["write", "fdatasync"]
 
 
+def test_a_commit_only_save_skips_the_fdatasync_but_entries_never_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, _ = DiskStorage.open(tmp_path)
+    storage.save(HardState(term=2, vote="n1", commit=1), entries(1, 3))
+    syncs: list[int] = []
+    monkeypatch.setattr(wal_module, "datasync", syncs.append)
+    storage.save(HardState(term=2, vote="n1", commit=3), [], sync=False)
+    assert syncs == []
+    storage.save(None, entries(4, 4), sync=False)  # entries are always made durable
+    assert len(syncs) == 1
+    monkeypatch.undo()
+    storage.close()
+    _, rec = DiskStorage.open(tmp_path)
+    assert rec.hard_state == HardState(term=2, vote="n1", commit=3)
+    assert [e.index for e in rec.entries] == [1, 2, 3, 4]
+
+
 def test_a_batch_that_would_leave_a_hole_is_refused_before_writing(tmp_path: Path) -> None:
     storage, _ = DiskStorage.open(tmp_path)
     storage.save(None, entries(1, 3))
