@@ -29,6 +29,9 @@ Example (TOML)::
     check_quorum = true
     lease_reads = false
 
+    [kv]
+    auto_compact_retention = 0            # keep this many revisions of history; 0 = keep all
+
     [log]
     level = "info"
 
@@ -92,6 +95,7 @@ class AgentConfig:
     log_level: str = "info"
     advertise: dict[str, str] = field(default_factory=dict)
     fault_injection: bool = False
+    auto_compact_retention: int = 0
     """Serve ``debug.faults``, which lets a control-socket user cut this node's peer links.
     For tests that check behaviour under partitions; never needed in production."""
 
@@ -145,6 +149,7 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
     timing = _get(raw, "timing", dict, where, {})
     raft = _get(raw, "raft", dict, where, {})
     log = _get(raw, "log", dict, where, {})
+    kv = _get(raw, "kv", dict, where, {})
     debug = _get(raw, "debug", dict, where, {})
     control = raw.get("control_socket")
     cfg = AgentConfig(
@@ -166,7 +171,10 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
         lease_reads=_get(raft, "lease_reads", bool, f"{where} [raft]", False),
         log_level=_get(log, "level", str, f"{where} [log]", "info"),
         fault_injection=_get(debug, "fault_injection", bool, f"{where} [debug]", False),
+        auto_compact_retention=_get(kv, "auto_compact_retention", int, f"{where} [kv]", 0),
     )
+    if cfg.auto_compact_retention < 0:
+        raise ConfigError(f"{where} [kv]: auto_compact_retention must be 0 (off) or more")
     if cfg.tick_ms < 1 or cfg.heartbeat_ticks < 1 or cfg.election_ticks <= cfg.heartbeat_ticks:
         raise ConfigError(
             f"{where} [timing]: need tick_ms >= 1 and election_ticks > heartbeat_ticks >= 1"

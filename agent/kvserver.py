@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 from agent.api import Handler, param
 from agent.errors import BAD_REQUEST, AgentError
 from agent.kv import (
+    CompactCommand,
     KVStateMachine,
     KVStore,
     LeaseExpireCommand,
@@ -36,6 +37,8 @@ MAX_REQUEST_BYTES = 1536 * 1024
 """A write larger than this (encoded) is refused, as etcd refuses requests over 1.5 MiB."""
 
 REQUEST_TOO_LARGE = "request-too-large"
+AUTO_COMPACT_EVERY_TICKS = 50
+"""How often the leader considers automatic compaction (5 s at the default tick)."""
 log = logging.getLogger("shoal.kv")
 
 
@@ -99,15 +102,33 @@ class KVServer:
             self.lessor.demote()
 
     async def _expire_loop(self) -> None:
+        """The leader's housekeeping: expire leases every tick, compact history if asked."""
         interval = self.agent.config.tick_ms / 1000
+        retention = self.agent.config.auto_compact_retention
+        ticks = 0
         while True:
             await asyncio.sleep(interval)
             if not self.lessor.primary:
                 continue
             for lease_id in self.lessor.expired():
-                task = asyncio.create_task(self._expire(lease_id))
-                self._expiring.add(task)
-                task.add_done_callback(self._expiring.discard)
+                self._background(self._expire(lease_id))
+            ticks += 1
+            if retention and ticks % AUTO_COMPACT_EVERY_TICKS == 0:
+                target = self.store.auto_compact_target(retention)
+                if target is not None:
+                    self._background(self._auto_compact(target))
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _auto_compact(self, revision: int) -> None:
+        try:
+            await self.agent.propose(encode_command(CompactCommand(revision)))
+            log.info("compacted history before revision %d (retention)", revision)
+        except AgentError as exc:
+            log.warning("automatic compaction to %d failed: %s", revision, exc.message)
 
     async def _expire(self, lease_id: int) -> None:
         try:

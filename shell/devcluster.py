@@ -59,9 +59,11 @@ class LocalCluster:
         log_level: str = "info",
         host: str = "127.0.0.1",
         fault_injection: bool = False,
+        auto_compact_retention: int = 0,
     ) -> None:
         self.root = Path(root)
         self.fault_injection = fault_injection
+        self.auto_compact_retention = auto_compact_retention
         self.name = name
         self.host = host
         self.timing = {
@@ -125,6 +127,8 @@ class LocalCluster:
         }
         if self.fault_injection:  # lets tests cut peer links through debug.faults
             config["debug"] = {"fault_injection": True}
+        if self.auto_compact_retention:
+            config["kv"] = {"auto_compact_retention": self.auto_compact_retention}
         path = self.config_path(node)
         path.write_text(json.dumps(config, indent=2))
         return path

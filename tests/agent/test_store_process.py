@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from agent.client import ControlClient, ControlError
-from shell.devcluster import LocalCluster, b64, unb64
+from shell.devcluster import b64, unb64
 from tests.agent.conftest import ClusterRunner, eventually
 
 pytestmark = pytest.mark.process
@@ -168,5 +168,24 @@ def test_without_a_quorum_requests_fail_fast_and_say_so(clusters: ClusterRunner)
     clusters.run(story())
 
 
-def _unused(cluster: LocalCluster) -> None:  # keeps the import for type checkers
-    del cluster
+def test_automatic_compaction_keeps_only_the_configured_history(clusters: ClusterRunner) -> None:
+    cluster = clusters.make(3, tick_ms=20, auto_compact_retention=5)
+
+    async def story() -> None:
+        await cluster.start()
+        first = (await cluster.put("/c/k", "0"))["header"]["revision"]
+        for i in range(1, 20):
+            await cluster.put("/c/k", str(i))
+
+        async def compacted() -> bool:
+            status = await cluster.status("node1")
+            return bool(status["compact_revision"] >= status["revision"] - 5 > first)
+
+        await eventually(compacted, 10, "the leader to compact old history")
+        with pytest.raises(ControlError) as info:
+            await cluster.call("node2", "kv.get", key=b64("/c/k"), revision=first)
+        assert info.value.code == "compacted"
+        latest = await cluster.call("node2", "kv.get", key=b64("/c/k"))
+        assert [unb64(kv["value"]) for kv in latest["kvs"]] == ["19"]
+
+    clusters.run(story())
