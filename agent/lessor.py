@@ -73,12 +73,12 @@ class Lessor:
         return ttl
 
     def remaining(self, lease_id: int) -> int | None:
-        """Whole seconds left (rounded up, as etcd reports), or None when this node cannot tell."""
+        """Whole seconds left, truncated as etcd 3.4 reports them (9 just after a grant of 10),
+        or None when this node cannot tell."""
         deadline = self._deadlines.get(lease_id)
         if deadline is None:
             return None
-        left = deadline - self._now()
-        return max(0, int(left) + (0 if left == int(left) else 1))
+        return max(0, int(deadline - self._now()))
 
     def expired(self) -> list[int]:
         """Leases whose deadline passed and that are not already being expired."""
