@@ -7,6 +7,13 @@ Example (TOML)::
     listen = "198.18.0.1:7400"            # peer (Raft) address: host:port
     # control_socket = "/var/lib/shoal/control.sock"   (default: <data_dir>/control.sock)
     join = false                          # true: a new member that joins a running cluster
+    cluster_id = "3f2a9c0e5b7d41a6"       # the cluster CA's id (shown in discovery)
+    cluster_name = "prod"
+    mdns = "off"                          # advertise over mDNS: "off", "all" or an address
+
+    [metadata]                            # machine metadata, as fleet's MachineMetadata
+    region = "us-east"
+    disk = "ssd"
 
     [peers]                               # the initial members, this node included
     node1 = "198.18.0.1:7400"
@@ -31,6 +38,9 @@ Example (TOML)::
 
     [kv]
     auto_compact_retention = 0            # keep this many revisions of history; 0 = keep all
+
+    [registry]
+    ttl = 10                              # a silent machine leaves /_shoal/machines/ after this
 
     [log]
     level = "info"
@@ -93,7 +103,13 @@ class AgentConfig:
     check_quorum: bool = True
     lease_reads: bool = False
     log_level: str = "info"
-    advertise: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
+    """Machine metadata (``region = "us-east"``) for the registry, mDNS and scheduling."""
+    cluster_id: str = ""
+    cluster_name: str = ""
+    registry_ttl: int = 10
+    mdns: str = "off"
+    """Where to advertise ``_shoal._tcp``: "off", "all" interfaces, or one interface address."""
     fault_injection: bool = False
     auto_compact_retention: int = 0
     """Serve ``debug.faults``, which lets a control-socket user cut this node's peer links.
@@ -150,6 +166,14 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
     raft = _get(raw, "raft", dict, where, {})
     log = _get(raw, "log", dict, where, {})
     kv = _get(raw, "kv", dict, where, {})
+    registry = _get(raw, "registry", dict, where, {})
+    metadata = _get(raw, "metadata", dict, where, {})
+    for key, value in metadata.items():
+        if not NODE_ID.match(key) or not isinstance(value, str) or "," in value or "=" in value:
+            raise ConfigError(
+                f"{where} [metadata]: {key!r} must map a simple name to a text value "
+                "without ',' or '='"
+            )
     debug = _get(raw, "debug", dict, where, {})
     control = raw.get("control_socket")
     cfg = AgentConfig(
@@ -172,7 +196,14 @@ def config_from_dict(raw: dict[str, Any], *, base: Path, where: str) -> AgentCon
         log_level=_get(log, "level", str, f"{where} [log]", "info"),
         fault_injection=_get(debug, "fault_injection", bool, f"{where} [debug]", False),
         auto_compact_retention=_get(kv, "auto_compact_retention", int, f"{where} [kv]", 0),
+        metadata=dict(metadata),
+        cluster_id=_get(raw, "cluster_id", str, where, ""),
+        cluster_name=_get(raw, "cluster_name", str, where, ""),
+        registry_ttl=_get(registry, "ttl", int, f"{where} [registry]", 10),
+        mdns=_get(raw, "mdns", str, where, "off"),
     )
+    if cfg.registry_ttl < 2:
+        raise ConfigError(f"{where} [registry]: ttl must be at least 2 seconds")
     if cfg.auto_compact_retention < 0:
         raise ConfigError(f"{where} [kv]: auto_compact_retention must be 0 (off) or more")
     if cfg.tick_ms < 1 or cfg.heartbeat_ticks < 1 or cfg.election_ticks <= cfg.heartbeat_ticks:

@@ -154,7 +154,8 @@ class KVServer:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    async def _write(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def write(self, op: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Propose one KV command (``op`` with log-command params) and return its result."""
         timeout = params.pop("timeout", None)
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, int | float)
@@ -179,33 +180,22 @@ class KVServer:
 
     def handlers(self) -> dict[str, Handler]:
         async def put(params: dict[str, Any]) -> Any:
-            return await self._write("put", dict(params))
+            return await self.write("put", dict(params))
 
         async def delete(params: dict[str, Any]) -> Any:
-            return await self._write("delete_range", dict(params))
+            return await self.write("delete_range", dict(params))
 
         async def txn(params: dict[str, Any]) -> Any:
-            return await self._write("txn", dict(params))
+            return await self.write("txn", dict(params))
 
         async def compact(params: dict[str, Any]) -> Any:
-            return await self._write("compact", dict(params))
-
-        async def get(params: dict[str, Any]) -> Any:
-            params = dict(params)
-            serializable = param(params, "serializable", bool, False)
-            timeout = param(params, "timeout", float, None)
-            params.pop("serializable", None)
-            params.pop("timeout", None)
-            request = decode_range(params)
-            if not serializable:
-                await self.agent.read_barrier(timeout)
-            return response_json(self.store.range_request(request))
+            return await self.write("compact", dict(params))
 
         async def lease_grant(params: dict[str, Any]) -> Any:
-            return await self._write("lease_grant", dict(params))
+            return await self.write("lease_grant", dict(params))
 
         async def lease_revoke(params: dict[str, Any]) -> Any:
-            return await self._write("lease_revoke", dict(params))
+            return await self.write("lease_revoke", dict(params))
 
         async def lease_keepalive(params: dict[str, Any]) -> Any:
             return await self.agent.call_leader("lease.keepalive", {"id": param(params, "id", int)})
@@ -220,7 +210,7 @@ class KVServer:
             return {"header": {"revision": self.store.revision}, "leases": self.store.leases()}
 
         return {
-            "kv.get": get,
+            "kv.get": self.range,
             "kv.put": put,
             "kv.delete": delete,
             "kv.txn": txn,
@@ -232,6 +222,18 @@ class KVServer:
             "lease.ttl": lease_ttl,
             "lease.list": lease_list,
         }
+
+    async def range(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``kv.get``: linearizable unless ``serializable`` (then this node's copy, at once)."""
+        params = dict(params)
+        serializable = param(params, "serializable", bool, False)
+        timeout = param(params, "timeout", float, None)
+        params.pop("serializable", None)
+        params.pop("timeout", None)
+        request = decode_range(params)
+        if not serializable:
+            await self.agent.read_barrier(timeout)
+        return response_json(self.store.range_request(request))
 
     async def watch(self, params: dict[str, Any]) -> AsyncIterator[Any]:
         """Stream events for a key or range: history from ``start_revision``, then live.

@@ -670,7 +670,12 @@ class Agent:
             return await asyncio.wait_for(asyncio.shield(fut), self._timeout(timeout))
         except TimeoutError:
             self._reads.pop(ctx, None)
-            raise AgentError(TIMEOUT, "no quorum confirmed the read in time; retry")
+            leader = self.raft.leader if self.raft is not None else None
+            raise AgentError(
+                TIMEOUT,
+                "no quorum confirmed the read in time "
+                + (f"(the leader is {leader}); retry" if leader else "(no leader now); retry"),
+            )
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
         raft = self.raft

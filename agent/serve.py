@@ -17,6 +17,7 @@ from agent.errors import AgentError
 from agent.kvserver import KVServer, LeasedKVMachine
 from agent.lessor import Lessor
 from agent.node import Agent
+from agent.registry import MachineRegistry
 from agent.service import handlers
 from agent.storage import StorageError
 
@@ -45,12 +46,15 @@ async def serve(config: AgentConfig) -> int:
     machine = LeasedKVMachine(lessor)
     agent = Agent(config, machine)
     kv = KVServer(agent, machine)
+    registry = MachineRegistry(agent, kv)
     control = ControlServer(config.control_socket, handlers(agent, kv))
     loop = asyncio.get_running_loop()
-    stopping: set[asyncio.Future[None]] = set()
+    shutdown = asyncio.Event()
+    reason: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
-        stopping.add(asyncio.ensure_future(agent.stop(sig.name)))
+        reason.append(sig.name)
+        shutdown.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -58,15 +62,22 @@ async def serve(config: AgentConfig) -> int:
         await agent.start()
         kv.start()
         await control.start()
+        registry.start()
         log.info("control socket at %s", config.control_socket)
-        await agent.stopped.wait()
-        log.info("stopped: %s", agent.stop_reason)
+        signalled = asyncio.create_task(shutdown.wait())
+        ended = asyncio.create_task(agent.stopped.wait())
+        await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
+        signalled.cancel()
+        ended.cancel()
         return 0
     finally:
+        # Leave the machine registry while the agent can still write, then stop the rest.
+        await registry.stop()
         await control.stop()
         await kv.stop()
         if not agent.stopped.is_set():
-            await agent.stop()
+            await agent.stop(reason[0] if reason else "stopping")
+        log.info("stopped: %s", agent.stop_reason)
         with contextlib.suppress(OSError):
             os.close(lock_fd)
 
@@ -83,6 +94,6 @@ def run(config: AgentConfig) -> int:
         print(f"shoal agent: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
-        log.error("cannot start: %s", exc)
-        print(f"shoal agent: cannot start: {exc}", file=sys.stderr)
+        log.error("agent failed: %r", exc)
+        print(f"shoal agent: failed: {exc!r}", file=sys.stderr)
         return 1

@@ -6,13 +6,17 @@ tables without touching the protocol code.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from agent.api import Handler, param
 from agent.config import parse_address
 from agent.errors import BAD_REQUEST, STOPPING, AgentError
+from agent.kv import prefix_end
 from agent.kvserver import KVServer
 from agent.node import Agent
+from agent.registry import MACHINES_PREFIX
 
 
 def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
@@ -23,6 +27,26 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
 
     async def read_index(params: dict[str, Any]) -> Any:
         return {"index": await agent.read_barrier(param(params, "timeout", float, None))}
+
+    async def machines(params: dict[str, Any]) -> Any:
+        """The live machines: every record under /_shoal/machines/ (see agent/registry.py)."""
+        prefix = MACHINES_PREFIX.encode()
+        got = await kv.range(
+            {
+                "key": base64.b64encode(prefix).decode(),
+                "range_end": base64.b64encode(prefix_end(prefix)).decode(),
+                "serializable": param(params, "serializable", bool, False),
+            }
+        )
+        records = []
+        for item in got["kvs"]:
+            try:
+                record = json.loads(base64.b64decode(item["value"]))
+            except ValueError:
+                continue
+            record["lease"] = item["lease"]
+            records.append(record)
+        return {"header": got["header"], "machines": records}
 
     async def members(params: dict[str, Any]) -> Any:
         st = agent.status()
@@ -75,6 +99,7 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
         "status": status,
         "read_index": read_index,
         "members": members,
+        "machines": machines,
         "add_member": add_member,
         "remove_member": remove_member,
         "transfer_leader": transfer_leader,

@@ -164,7 +164,23 @@ class LocalCluster:
             self.start_node(node)
         for node in self.ids:
             await self.wait_socket(node, timeout)
-        return await self.wait_leader(timeout=timeout)
+        leader = await self.wait_leader(timeout=timeout)
+        await self.wait_machines(len(self.ids), timeout)
+        return leader
+
+    async def wait_machines(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` machines are in the registry (each agent registers itself
+        shortly after a leader exists), so tests start from a quiet store."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = await self.wait_leader(timeout=timeout)
+            with contextlib.suppress(ControlError):
+                machines: list[dict[str, Any]] = (await self.call(leader, "machines"))["machines"]
+                if len(machines) >= count:
+                    return machines
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only some of {count} machines registered within {timeout}s")
+            await asyncio.sleep(0.05)
 
     def alive(self, node: str) -> bool:
         proc = self.procs.get(node)
