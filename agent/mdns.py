@@ -158,6 +158,65 @@ def shoal_service(
     return ServiceInfo(SHOAL_TYPE, instance, host, address, peer_port, txt)
 
 
+def _default_multicast_source() -> str | None:
+    """The address the kernel would send multicast from; connect() on UDP sends nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((MDNS_GROUP, MDNS_PORT))
+            address = str(s.getsockname()[0])
+        except OSError:
+            return None
+    return None if address == "0.0.0.0" else address
+
+
+async def advertise_agent(
+    *,
+    node_id: str,
+    cluster_id: str,
+    listen: tuple[str, int],
+    mdns: str,
+    version: str,
+    metadata: Mapping[str, str],
+    cluster_name: str = "",
+) -> MDNSAdvertiser | None:
+    """Start advertising an agent as the config asks; None when off or impossible.
+
+    ``mdns`` is the config's setting: ``"off"``, ``"all"`` (the kernel's default multicast
+    interface) or the address of the interface to use. The advertised address is the peer
+    listen address when that is a specific IPv4 address, else the mdns interface address, else
+    the address the default multicast route leaves from. Never raises for network trouble: it
+    logs a warning and returns None, because a missing advertisement must not stop an agent.
+    """
+    if mdns == "off":
+        return None
+    interface = None if mdns == "all" else mdns
+    host = listen[0]
+    try:
+        address = str(ipaddress.IPv4Address(host))
+        if address == "0.0.0.0":
+            raise ValueError(address)
+    except ValueError:
+        address = interface or _default_multicast_source() or ""
+    if not address:
+        log.warning("mDNS: no IPv4 address to advertise (listen %s); not advertising", host)
+        return None
+    try:
+        info = shoal_service(
+            node_id, cluster_id, address, listen[1], version, metadata, cluster_name=cluster_name
+        )
+    except ValueError as exc:
+        log.warning("mDNS: cannot advertise this agent: %s", exc)
+        return None
+    advertiser = MDNSAdvertiser([info], interface)
+    try:
+        await advertiser.start()
+    except OSError as exc:
+        log.warning("mDNS: cannot advertise on %s: %s", interface or "the default interface", exc)
+        return None
+    log.info("mDNS: advertising %s at %s:%d", info.fullname, address, listen[1])
+    return advertiser
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, owner: MDNSAdvertiser) -> None:
         self.owner = owner
@@ -328,20 +387,7 @@ class MDNSAdvertiser:
         """Send a response, split over several packets if it would not fit in one."""
         if self._transport is None:
             return
-        flags = wire.FLAG_QR | wire.FLAG_AA
-        packets: list[bytes] = []
-        data = wire.encode(wire.Message(msg_id, flags, questions or [], answers, [], additionals))
-        if len(data) <= MAX_PACKET or len(answers) <= 1:
-            packets.append(data)
-        else:
-            chunk: list[wire.Record] = []
-            for record in answers:
-                trial = wire.encode(wire.Message(msg_id, flags, questions or [], [*chunk, record]))
-                if chunk and len(trial) > MAX_PACKET:
-                    packets.append(wire.encode(wire.Message(msg_id, flags, questions or [], chunk)))
-                    chunk = []
-                chunk.append(record)
-            packets.append(wire.encode(wire.Message(msg_id, flags, questions or [], chunk)))
+        packets = _packets(msg_id, questions or [], answers, additionals)
         for packet in packets:
             try:
                 self._transport.sendto(packet, dest)
@@ -430,6 +476,38 @@ class MDNSAdvertiser:
             self._send(unicast, extra, addr)
 
 
+def _packets(
+    msg_id: int,
+    questions: list[wire.Question],
+    answers: list[wire.Record],
+    additionals: list[wire.Record],
+) -> list[bytes]:
+    """Encode a response as one packet, or as several of at most MAX_PACKET bytes if needed.
+
+    Records are packed in order, answers before additionals; a single record too big for a
+    packet of its own still goes out, alone.
+    """
+    flags = wire.FLAG_QR | wire.FLAG_AA
+    data = wire.encode(wire.Message(msg_id, flags, questions, answers, [], additionals))
+    if len(data) <= MAX_PACKET:
+        return [data]
+    packets: list[bytes] = []
+    an: list[wire.Record] = []
+    ar: list[wire.Record] = []
+    last = b""
+    for record, is_answer in [(r, True) for r in answers] + [(r, False) for r in additionals]:
+        trial_an, trial_ar = ([*an, record], ar) if is_answer else (an, [*ar, record])
+        trial = wire.encode(wire.Message(msg_id, flags, questions, trial_an, [], trial_ar))
+        if len(trial) > MAX_PACKET and (an or ar):
+            packets.append(last)
+            an, ar = ([record], []) if is_answer else ([], [record])
+            last = wire.encode(wire.Message(msg_id, flags, questions, an, [], ar))
+        else:
+            an, ar, last = trial_an, trial_ar, trial
+    packets.append(last)
+    return packets
+
+
 def _record_key(r: wire.Record) -> tuple[str, int, object]:
     return (wire.name_key(r.name), r.rtype, wire._data_key(r.data))
 
@@ -515,5 +593,6 @@ __all__ = [
     "SSH_TYPE",
     "MDNSAdvertiser",
     "ServiceInfo",
+    "advertise_agent",
     "shoal_service",
 ]

@@ -11,11 +11,13 @@ import signal
 import sys
 import time
 
+from agent import __version__
 from agent.api import ControlServer
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.kvserver import KVServer, LeasedKVMachine
 from agent.lessor import Lessor
+from agent.mdns import MDNSAdvertiser, advertise_agent
 from agent.node import Agent
 from agent.registry import MachineRegistry
 from agent.service import handlers
@@ -50,6 +52,7 @@ async def serve(config: AgentConfig) -> int:
     control = ControlServer(config.control_socket, handlers(agent, kv))
     loop = asyncio.get_running_loop()
     shutdown = asyncio.Event()
+    mdns: MDNSAdvertiser | None = None
     reason: list[str] = []
 
     def on_signal(sig: signal.Signals) -> None:
@@ -64,6 +67,15 @@ async def serve(config: AgentConfig) -> int:
         await control.start()
         registry.start()
         log.info("control socket at %s", config.control_socket)
+        mdns = await advertise_agent(
+            node_id=config.node_id,
+            cluster_id=config.cluster_id,
+            listen=config.listen,
+            mdns=config.mdns,
+            version=__version__,
+            metadata=config.metadata,
+            cluster_name=config.cluster_name,
+        )
         signalled = asyncio.create_task(shutdown.wait())
         ended = asyncio.create_task(agent.stopped.wait())
         await asyncio.wait({signalled, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -71,7 +83,10 @@ async def serve(config: AgentConfig) -> int:
         ended.cancel()
         return 0
     finally:
-        # Leave the machine registry while the agent can still write, then stop the rest.
+        # Say goodbye on mDNS and leave the machine registry while the agent can still write,
+        # then stop the rest.
+        if mdns is not None:
+            await mdns.close()
         await registry.stop()
         await control.stop()
         await kv.stop()
