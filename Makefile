@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests need; installed automatically when running as root.
-APT_PACKAGES := python3-venv python3-pip openssl etcd-server
+APT_PACKAGES := python3-venv python3-pip openssl etcd-server openssh-server openssh-client iproute2 util-linux iputils-ping
 
 .PHONY: test lab install apt lint typecheck pytest bench clean
 
