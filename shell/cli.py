@@ -1,24 +1,82 @@
-"""The ``shoal`` command. The shell proper (registry, REPL, cluster commands) arrives with the
-shell issue; until then this entry point only reports the version and what exists."""
+"""The ``shoal`` command.
+
+Until the command registry and REPL arrive (the shell issue), this is a thin dispatcher over the
+library modules, each of which owns its own arguments: ``shoal lab …`` (shell/lab),
+``shoal discover …`` (shell/discovery), ``shoal cluster …`` and ``shoal machines``
+(shell/cluster_cli). Exit codes: 0 success, 1 failed, 2 usage error, 3 cluster unavailable,
+4 not found.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from agent import __version__
+
+USAGE = """usage: shoal COMMAND [ARGS]
+
+commands:
+  lab         a local cluster of network-namespace machines with real sshd (root)
+  discover    find machines and agents over mDNS, an inventory or a node set
+  cluster     init | join | leave | status | destroy a cluster over SSH
+  machines    the live machines of the current cluster
+  version     print the version
+
+`shoal COMMAND --help` explains each one.
+"""
+
+
+def _lab(argv: list[str]) -> int:
+    from shell.lab.cli import main
+
+    return main(argv)
+
+
+def _discover(argv: list[str]) -> int:
+    from shell.discovery import main
+
+    return main(argv)
+
+
+def _cluster(argv: list[str]) -> int:
+    from shell.cluster_cli import main
+
+    return main(argv)
+
+
+def _machines(argv: list[str]) -> int:
+    from shell.cluster_cli import main
+
+    return main(["machines", *argv])
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "lab": _lab,
+    "discover": _discover,
+    "cluster": _cluster,
+    "machines": _machines,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in ("--version", "-V"):
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] in ("--version", "-V", "version"):
         print(f"shoal {__version__}")
         return 0
-    print(
-        "shoal: the shell is not built yet. Try `make lab` for a local 3-agent cluster, or\n"
-        "`python -m agent --help` for the node-side agent.",
-        file=sys.stderr,
-    )
-    return 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        close = [c for c in COMMANDS if c.startswith(args[0][:2])]
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        print(f"shoal: unknown command {args[0]!r}{hint}\n\n{USAGE}", file=sys.stderr, end="")
+        return 2
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
