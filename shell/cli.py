@@ -36,7 +36,34 @@ def _lab(argv: list[str]) -> int:
 def _discover(argv: list[str]) -> int:
     from shell.discovery import main
 
+    if not any(a == "--interface" or a.startswith("--interface=") for a in argv):
+        bridges = lab_bridges()
+        if bridges:  # a lab is up: browse on its bridge, not on the machine's real network
+            print(
+                f"browsing on the lab bridge {', '.join(bridges)} "
+                "(give --interface ADDR to choose another)",
+                file=sys.stderr,
+            )
+            argv = [*argv, *(x for b in bridges for x in ("--interface", b))]
     return main(argv)
+
+
+def lab_bridges() -> list[str]:
+    """The host-side addresses of the labs that are up."""
+    from shell.lab.paths import labs_dir
+    from shell.lab.state import load
+
+    out: list[str] = []
+    root = labs_dir()
+    if not root.is_dir():
+        return out
+    for entry in sorted(root.iterdir()):
+        if (entry / "lab.json").exists():
+            try:
+                out.append(str(load(entry.name).host_address))
+            except Exception:  # a half-written lab is not worth failing discovery over
+                continue
+    return out
 
 
 def _cluster(argv: list[str]) -> int:

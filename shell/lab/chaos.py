@@ -12,7 +12,14 @@ from pathlib import Path
 from shell.lab import net, nodeset, procs, state
 from shell.lab.errors import LabError
 from shell.lab.lock import labs_lock
-from shell.lab.nodes import agent_pid, boot_agent, installed_agent, start_keeper, wait_ready
+from shell.lab.nodes import (
+    agent_pid,
+    boot_agent,
+    installed_agent,
+    start_keeper,
+    start_ssh_publisher,
+    wait_ready,
+)
 from shell.lab.paths import labs_dir
 from shell.lab.requirements import check_host
 from shell.lab.state import LabState, NodeState
@@ -166,6 +173,7 @@ def restore(
             n.sshd_pid = proc.pid
             state.save(lab)
             wait_ready([(n, proc, node_dir)], timeout=timeout)
+            start_ssh_publisher(n, node_dir)
             started = True
         assert n.sshd_pid is not None
         installed = installed_agent(node_dir) is not None

@@ -22,7 +22,7 @@ from shell.lab.errors import LabError, LabExists
 from shell.lab.files import etc_hosts, inventory, known_hosts, ssh_config
 from shell.lab.keys import new_ed25519
 from shell.lab.lock import labs_lock
-from shell.lab.nodes import NODE_INIT, prepare, start_keeper, wait_ready
+from shell.lab.nodes import NODE_INIT, prepare, start_keeper, start_ssh_publisher, wait_ready
 from shell.lab.nodeset import fold
 from shell.lab.paths import lab_dir, labs_dir, make_private_dir, write_file
 from shell.lab.requirements import check_host
@@ -181,6 +181,9 @@ def _build(
         progress(f"sshd ready on {node.name} ({node.address}) [{len(ready)}/{count}]")
 
     wait_ready([(n, p, lab.node_dir(n.name)) for n, p in keepers], on_ready=on_ready)
+    progress(f"publishing _ssh._tcp over mDNS on {names_of(node_list)}")
+    for node in node_list:
+        start_ssh_publisher(node, lab.node_dir(node.name))
     return lab
 
 

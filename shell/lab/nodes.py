@@ -73,6 +73,27 @@ def start_keeper(node: NodeState, node_dir: Path, hosts_file: Path) -> subproces
         )
 
 
+def start_ssh_publisher(node: NodeState, node_dir: Path) -> subprocess.Popen[bytes]:
+    """Publish the node's sshd as ``_ssh._tcp`` over mDNS, as avahi does on ordinary hosts,
+    so that discovery finds lab nodes the way it finds real machines."""
+    argv = [
+        "ip", "netns", "exec", node.netns,
+        sys.executable, "-m", "agent.mdns", "publish",
+        "--type", "_ssh._tcp.local.", "--name", node.name, "--host", f"{node.name}.local.",
+        "--address", node.address, "--port", "22",
+    ]  # fmt: skip
+    with open(node_dir / "mdns.log", "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
+
+
 def sshd_answers(address: str, port: int = 22, timeout: float = 0.5) -> bool:
     """True once something on ``address:port`` sends an SSH banner (not merely accepts)."""
     try:
