@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # Debian packages the tests need; installed automatically when running as root.
 APT_PACKAGES := python3-venv python3-pip openssl etcd-server openssh-server openssh-client iproute2 util-linux iputils-ping
 
-.PHONY: test lab install apt lint typecheck pytest bench clean
+.PHONY: test lab devcluster install apt lint typecheck pytest bench clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,20 @@ pytest: install
 
 test: lint typecheck pytest
 
-# For now: a local 3-agent cluster on loopback, its status, then it keeps running until Ctrl-C.
+# A 3-machine lab (network namespaces with real sshd, as root), made a cluster over SSH.
+# Safe to repeat: an existing lab and a running cluster are left as they are.
 lab: install
+	@$(VENV)/bin/shoal lab status >/dev/null 2>&1 || $(VENV)/bin/shoal lab up
+	$(VENV)/bin/shoal cluster init
+	$(VENV)/bin/shoal cluster status
+	@echo
+	@echo "the cluster runs until 'shoal lab down'; try:"
+	@echo "  .venv/bin/shoal machines"
+	@echo "  .venv/bin/shoal lab kill node1 && .venv/bin/shoal cluster status"
+	@echo "  ssh -F ~/.shoal/labs/lab/ssh_config node2 python3 /var/lib/shoal/shoal-agent-*.pyz ctl --socket /var/lib/shoal/data/control.sock kv get / --prefix"
+
+# Three agents on loopback without namespaces or sshd (no root needed).
+devcluster: install
 	$(PY) -m shell.devcluster --nodes 3
 
 bench: install

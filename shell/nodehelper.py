@@ -15,6 +15,7 @@ Whether an agent runs is read from the flock on data/LOCK, not from a pid that m
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -166,10 +167,21 @@ def wipe(base: Path, cluster_id: str, unit: str) -> dict[str, Any]:
     marker = _marker(base)
     if not base.exists():
         return {"wiped": False, "reason": "absent"}
+    if marker is None and not any(base.iterdir()):
+        return {"wiped": True, "reason": "already empty"}
     if marker is None or marker.get("cluster_id") != cluster_id:
         return {"wiped": False, "reason": f"{base} does not belong to cluster {cluster_id}"}
     stop(base, unit)
-    shutil.rmtree(base)
+    for child in base.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    try:
+        base.rmdir()
+    except OSError as exc:  # a mount point (a lab node, a dedicated disk) stays, emptied
+        if exc.errno != errno.EBUSY:
+            raise
     return {"wiped": True}
 
 

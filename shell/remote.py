@@ -164,6 +164,8 @@ def agent_config(
         f"join = {_toml(join)}",
         f"cluster_id = {_toml(cluster_id)}",
         f"cluster_name = {_toml(cluster_name)}",
+        # advertise on the interface peers reach it by (in the lab: the node's own link only)
+        f"mdns = {_toml(spec.address or spec.host)}",
         "",
         "[metadata]",
         *(f"{_toml(k)} = {_toml(v)}" for k, v in sorted(spec.metadata.items())),
