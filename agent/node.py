@@ -217,6 +217,23 @@ class Agent:
             asyncio.create_task(self._tick_loop(), name="raft-ticks"),
             asyncio.create_task(self._run_loop(), name="raft-loop"),
         ]
+        if fresh and not cfg.join and cfg.node_id == min(cfg.peers):
+            self._tasks.append(asyncio.create_task(self._first_campaign(), name="first-vote"))
+
+    async def _first_campaign(self) -> None:
+        """A brand-new cluster need not sit out a whole election timeout before it can serve:
+        its first member (by id) campaigns as soon as it reaches a majority. Pre-vote makes
+        this harmless if another node got there first."""
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2 * self.config.election_ticks * self.config.tick_ms / 1000
+        others = [p for p in self.config.peers if p != self.config.node_id]
+        while loop.time() < deadline:
+            reachable = sum(self.transport.connected(p) for p in others) + 1
+            if reachable * 2 > len(self.config.peers):
+                await self.call(lambda raft: raft.campaign() if raft.leader is None else None)
+                return
+            await asyncio.sleep(0.02)
 
     async def stop(self, reason: str = "stopping") -> None:
         if not self.stop_reason:

@@ -1106,7 +1106,8 @@ def write_results(text: str) -> None:
     if start == -1:
         new = old.rstrip() + "\n\n" + text.rstrip() + "\n"
     else:
-        nxt = old.find("\n## ", start + len(SECTION))
+        ends = [old.find(m, start + len(SECTION)) for m in ("\n## ", "\n<!-- ")]
+        nxt = min((e for e in ends if e != -1), default=-1)  # the next section or marker
         tail = old[nxt + 1 :] if nxt != -1 else ""
         new = old[:start] + text.rstrip() + "\n" + ("\n" + tail if tail else "")
     RESULTS.write_text(new)
