@@ -54,10 +54,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def next_steps(state_dir: str, nodes: Sequence[str]) -> list[str]:
     """What to type next after ``lab up``."""
+    name = Path(state_dir).name
+    named = "" if name == DEFAULT_LAB else f" --lab {name}"
     return [
+        f"shoal cluster init{named}          # make these machines a cluster",
+        "shoal discover                 # see them answer over mDNS",
         f"ssh -F {state_dir}/ssh_config {nodes[0]} hostname",
-        "shoal lab status"
-        + ("" if Path(state_dir).name == DEFAULT_LAB else f" --name {Path(state_dir).name}"),
     ]
 
 
