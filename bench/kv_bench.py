@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import CLK_TCK, cpu_seconds, log, pct, proc_status, self_cpu  # noqa: E402
 from kv_http import HttpConn, HttpError  # noqa: E402
 
 from agent.client import ControlClient, ControlError  # noqa: E402
@@ -73,7 +74,6 @@ from shell.devcluster import LocalCluster, free_port  # noqa: E402
 PAYLOAD = b"x" * 64
 CONCURRENCY = (1, 16, 64)
 GET_CLIENTS = 16
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 START_MARK = "<!-- kv_bench:start -->"
 END_MARK = "<!-- kv_bench:end -->"
@@ -104,41 +104,14 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def proc_status(pid: int, field: str) -> int | None:
-    """A kB field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
-def pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
 
 
 def ms(v: float | None) -> float | None:

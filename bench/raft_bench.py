@@ -57,6 +57,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from benchlib import cpu_seconds, log, pct, proc_status, self_cpu  # noqa: E402
 
 from agent.client import ControlClient, ControlError  # noqa: E402
 from shell.devcluster import LocalCluster, free_port  # noqa: E402
@@ -68,7 +71,6 @@ IDLE_BEFORE_KILL = (1.0, 6.0)
 phase of heartbeats and of PySyncObj's idle-connection cycle (dropped after 3.5 s, redialled
 every 5 s)."""
 """Bytes per proposal, the same for both systems."""
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Raft: shoal vs PySyncObj"
 
@@ -83,42 +85,14 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def proc_status(pid: int, field: str) -> int | None:
-    """A kB field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """user+system CPU time of a process so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def self_cpu() -> float:
-    t = os.times()
-    return t.user + t.system
 
 
-def pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[k]
 
 
 def fsync_cost(directory: Path, n: int = 200) -> float:
