@@ -97,10 +97,15 @@ class Oracle:
         if isinstance(value, list):
             return [self.rel(v) for v in value]
         if isinstance(value, dict):
+            # a txn compare on create/mod revision carries a revision in its "value"
+            revision_valued = value.get("target") in ("create", "mod")
             return {
                 k: (
                     v - self.base
-                    if k in REVISION_FIELDS and isinstance(v, int) and v
+                    if (k in REVISION_FIELDS or (revision_valued and k == "value"))
+                    and isinstance(v, int)
+                    and not isinstance(v, bool)
+                    and v
                     else self.rel(v)
                 )
                 for k, v in value.items()
