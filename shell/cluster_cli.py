@@ -302,7 +302,7 @@ async def any_member(state: ClusterState, pool: SSHPool, method: str, *, timeout
     for spec in state.nodes:
         try:
             return await asyncio.wait_for(remote.call(pool, spec, method, wait=timeout), timeout)
-        except (SSHError, ControlError, OSError, TimeoutError) as exc:
+        except (remote.NodeError, SSHError, ControlError, OSError, TimeoutError) as exc:
             errors.append(f"{spec.id}: {exc}")
     raise ClusterUnavailable("no member answered: " + "; ".join(errors))
 
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     except StateError as exc:
         print(f"shoal: {exc}", file=sys.stderr)
         return EXIT_USAGE if "which machines" in str(exc) else EXIT_FAILED
-    except SSHError as exc:
+    except (SSHError, remote.NodeError) as exc:
         print(f"shoal: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except bootstrap.BootstrapError as exc:
