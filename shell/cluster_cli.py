@@ -132,7 +132,8 @@ def nodeset_nodes(text: str) -> list[NodeSpec]:
 
 
 class Progress:
-    """Per-node progress lines on stderr, with the time since the command started."""
+    """Per-node progress lines on stderr (also with --json: stdout stays the document), with
+    the time since the command started."""
 
     def __init__(self, quiet: bool = False) -> None:
         self.started = time.monotonic()
@@ -168,7 +169,7 @@ def current_state(args: argparse.Namespace) -> ClusterState:
 
 
 async def cmd_init(args: argparse.Namespace) -> int:
-    progress = Progress(args.json)
+    progress = Progress()
     settings = user_ssh()
     name = args.name
     if args.nodes:
@@ -303,7 +304,8 @@ async def any_member(state: ClusterState, pool: SSHPool, method: str, *, timeout
         try:
             return await asyncio.wait_for(remote.call(pool, spec, method, wait=timeout), timeout)
         except (remote.NodeError, SSHError, ControlError, OSError, TimeoutError) as exc:
-            errors.append(f"{spec.id}: {exc}")
+            text = str(exc)
+            errors.append(text if text.startswith(f"{spec.id}:") else f"{spec.id}: {text}")
     raise ClusterUnavailable("no member answered: " + "; ".join(errors))
 
 
@@ -325,7 +327,7 @@ async def cmd_join(args: argparse.Namespace) -> int:
     )
     pool = settings.pool(accept_new=args.accept_new)
     try:
-        await bootstrap.join_node(state, spec, pool=pool, progress=Progress(args.json))
+        await bootstrap.join_node(state, spec, pool=pool, progress=Progress())
     finally:
         await pool.close()
     print(json.dumps({"joined": args.node}) if args.json else f"{args.node} joined {state.name}")
@@ -336,7 +338,7 @@ async def cmd_leave(args: argparse.Namespace) -> int:
     state = current_state(args)
     pool = load_ssh(state).pool()
     try:
-        await bootstrap.leave_node(state, args.node, pool=pool, progress=Progress(args.json))
+        await bootstrap.leave_node(state, args.node, pool=pool, progress=Progress())
     finally:
         await pool.close()
     print(json.dumps({"left": args.node}) if args.json else f"{args.node} left {state.name}")
@@ -356,7 +358,7 @@ async def cmd_destroy(args: argparse.Namespace) -> int:
     pool = load_ssh(state).pool()
     try:
         await bootstrap.destroy_cluster(
-            state, args.wipe, pool=pool, state_root=home(), progress=Progress(args.json)
+            state, args.wipe, pool=pool, state_root=home(), progress=Progress()
         )
     finally:
         await pool.close()
