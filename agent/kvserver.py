@@ -247,6 +247,10 @@ class KVServer:
         )
         start = param(params, "start_revision", int, 0)
         prev_kv = param(params, "prev_kv", bool, False)
+        if start > 0 and not param(params, "serializable", bool, False):
+            # History and the compaction point as the cluster has them, not as a lagging member
+            # last saw them: replaying from a revision then means the same on every member.
+            await self.agent.read_barrier(None)
         notify = param(params, "progress_notify", bool, False)
         interval = param(params, "progress_interval", float, 10.0)
         watcher = self.hub.watch(request.key, request.range_end, start, prev_kv)
