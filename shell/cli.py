@@ -23,6 +23,10 @@ commands:
   machines    the live machines of the current cluster
   version     print the version
 
+  kv, lease, elect, lock, leader, members, plugins ...   (`shoal help commands` lists them)
+  -c 'CMD; CMD'            run commands (`--json` for machine-readable output)
+  run FILE [ARGS]          run a script (one command a line; also #!/usr/bin/env shoal)
+
 `shoal COMMAND --help` explains each one.
 """
 
@@ -88,7 +92,11 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args and not sys.stdin.isatty():
+        from shell.batch import main as shell_main
+
+        return shell_main(["run", "-"])
+    if not args or (args[0] in ("-h", "--help", "help") and len(args) == 1):
         print(USAGE, end="")
         return 0 if args else 2
     if args[0] in ("--version", "-V", "version"):
@@ -96,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = COMMANDS.get(args[0])
     if command is None:
+        from shell.batch import handles
+        from shell.batch import main as shell_main
+
+        if handles(args):
+            try:
+                return shell_main(args)
+            except KeyboardInterrupt:
+                return 130
         close = [c for c in COMMANDS if c.startswith(args[0][:2])]
         hint = f"; did you mean {close[0]!r}?" if close else ""
         print(f"shoal: unknown command {args[0]!r}{hint}\n\n{USAGE}", file=sys.stderr, end="")

@@ -1,0 +1,92 @@
+"""What a command handler gets: the options, the registry, and one connection to the cluster.
+
+The connection is made on first use and kept for the whole session or script, so ten commands in
+a ``shoal -c`` line cost one SSH handshake. The member is the first that answers, in the order
+of the cluster's saved state, through the cluster's saved SSH settings (shell/cluster_cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent.client import ControlClient, ControlError
+from shell import remote
+from shell.clusterstate import ClusterState
+from shell.registry import Options, Registry, Unavailable
+from shell.ssh import SSHError, SSHPool
+
+
+class Context:
+    def __init__(self, registry: Registry, options: Options) -> None:
+        self.registry = registry
+        self.options = options
+        self.exit_requested = False
+        self._state: ClusterState | None = None
+        self._pool: SSHPool | None = None
+        self._client: ControlClient | None = None
+        self.member: str | None = None
+
+    def state(self) -> ClusterState:
+        from shell.cluster_cli import current_state
+
+        if self._state is None:
+            self._state = current_state(argparse.Namespace(cluster=self.options.cluster))
+        return self._state
+
+    def pool(self) -> SSHPool:
+        from shell.cluster_cli import load_ssh
+
+        if self._pool is None:
+            self._pool = load_ssh(self.state()).pool()
+        return self._pool
+
+    async def client(self) -> ControlClient:
+        """A control client on the first member that answers; Unavailable if none does."""
+        if self._client is not None:
+            return self._client
+        state, pool, errors = self.state(), self.pool(), []
+        for spec in state.nodes:
+            try:
+                client = await asyncio.wait_for(
+                    remote.control(pool, spec, timeout=self.options.timeout),
+                    self.options.timeout,
+                )
+                await asyncio.wait_for(client.call("ping"), self.options.timeout)
+            except (remote.NodeError, SSHError, ControlError, OSError, TimeoutError) as exc:
+                errors.append(str(exc) if str(exc).startswith(spec.id) else f"{spec.id}: {exc}")
+                continue
+            self._client, self.member = client, spec.id
+            return client
+        raise Unavailable("cluster unavailable: no member answered: " + "; ".join(errors))
+
+    async def call(self, method: str, **params: Any) -> Any:
+        """One request, bounded by --timeout (no answer in time means the cluster is down)."""
+        client = await self.client()
+        try:
+            return await asyncio.wait_for(client.call(method, **params), self.options.timeout)
+        except TimeoutError:
+            await self.drop()
+            raise Unavailable(f"cluster unavailable: no answer to {method} in time")
+        except ControlError as exc:
+            if exc.code == "connection-lost":
+                await self.drop()
+            raise
+
+    async def stream(self, method: str, **params: Any) -> AsyncIterator[Any]:
+        client = await self.client()
+        async for item in client.stream(method, **params):
+            yield item
+
+    async def drop(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def close(self) -> None:
+        await self.drop()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
