@@ -156,7 +156,7 @@ class LocalCluster:
         )
         log.close()
 
-    async def start(self, timeout: float = 20.0) -> str:
+    async def start(self, timeout: float = 60.0) -> str:
         """Start every node; return the leader's id once one is elected."""
         if not self.ports:
             self.prepare()
@@ -212,7 +212,7 @@ class LocalCluster:
                 await asyncio.to_thread(proc.wait)
         return proc.returncode
 
-    async def restart(self, node: str, timeout: float = 20.0) -> None:
+    async def restart(self, node: str, timeout: float = 60.0) -> None:
         await self.kill(node)
         self.start_node(node)
         await self.wait_socket(node, timeout)
@@ -235,7 +235,7 @@ class LocalCluster:
 
     # --- talking to agents -----------------------------------------------------------------------
 
-    async def wait_socket(self, node: str, timeout: float = 20.0) -> None:
+    async def wait_socket(self, node: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         path = self.socket_path(node)
         while True:
