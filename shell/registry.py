@@ -50,6 +50,8 @@ class Arg:
     """Positional only: takes every remaining token (a list)."""
     completion: str | None = None
     """Where the REPL finds candidates: "keys", "machines", "nodes", "commands"..."""
+    short: str | None = None
+    """A one-letter form for a flag (``-b``), as clush users type it."""
 
     @property
     def is_switch(self) -> bool:
@@ -138,6 +140,7 @@ class Command:
     def parse(self, tokens: Sequence[str]) -> dict[str, Any]:
         """Tokens after the command name → {arg name: value}; UsageError says what is wrong."""
         flags = {a.option: a for a in self.args if a.flag}
+        flags.update({a.short: a for a in self.args if a.flag and a.short})
         positional = [a for a in self.args if not a.flag]
         values: dict[str, Any] = {a.name: ([] if a.many else a.default) for a in self.args}
         loose: list[str] = []
@@ -148,7 +151,7 @@ class Command:
             if tok == "--" and not only_positional:
                 only_positional = True
                 continue
-            if tok.startswith("--") and not only_positional:
+            if (tok.startswith("--") or tok in flags) and not only_positional:
                 name, eq, inline = tok.partition("=")
                 arg = flags.get(name)
                 if arg is None:
@@ -189,6 +192,8 @@ class Options:
     no_legend: bool = False
     timeout: float = 5.0
     keep_going: bool = False
+    timeout_given: bool = False
+    """Whether --timeout or SHOAL_TIMEOUT was set (exec has no timeout unless asked)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Options:
@@ -207,6 +212,7 @@ class Options:
             no_legend=yes("SHOAL_NO_LEGEND"),
             timeout=timeout,
             keep_going=yes("SHOAL_KEEP_GOING"),
+            timeout_given=bool(env.get("SHOAL_TIMEOUT")),
         )
 
     def take(self, tokens: Sequence[str]) -> tuple[Options, list[str]]:
@@ -228,6 +234,7 @@ class Options:
                         raise UsageError(f"{name} needs a value")
                     inline = rest.pop(0)
                 if name == "--timeout":
+                    values["timeout_given"] = True
                     try:
                         values["timeout"] = float(inline)
                     except ValueError:

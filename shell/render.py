@@ -72,7 +72,8 @@ def render(result: Result, options: Options, out: TextIO | None = None) -> None:
             if text:
                 out.write(text + "\n")
     elif result.text is not None:
-        out.write(result.text + "\n")
+        if result.text:  # "" means: nothing to tell people (the data is for --json)
+            out.write(result.text + "\n")
     elif result.data is not None:
         out.write(json.dumps(result.data, indent=2) + "\n")
     out.flush()

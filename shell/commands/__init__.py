@@ -9,9 +9,9 @@ from shell.registry import Registry
 
 
 def build_registry() -> Registry:
-    from shell.commands import builtin, cluster, elect, kv, lease
+    from shell.commands import builtin, cluster, elect, kv, lease, parallel
 
     registry = Registry()
-    for module in (kv, lease, elect, cluster, builtin):
+    for module in (kv, lease, elect, cluster, parallel, builtin):
         module.register(registry)
     return registry
