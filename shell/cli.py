@@ -26,6 +26,7 @@ commands:
   kv, lease, elect, lock, leader, members, plugins ...   (`shoal help commands` lists them)
   -c 'CMD; CMD'            run commands (`--json` for machine-readable output)
   run FILE [ARGS]          run a script (one command a line; also #!/usr/bin/env shoal)
+  (no command, at a terminal) the interactive shell; `--cluster NAME` picks the cluster
 
 `shoal COMMAND --help` explains each one.
 """
@@ -90,8 +91,35 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+def _only_global_options(args: list[str]) -> bool:
+    """``shoal`` or ``shoal --cluster NAME`` (global options, no command): the REPL's line."""
+    if not args:
+        return True
+    if not args[0].startswith("--") or args[0] in ("--help", "--version"):
+        return False
+    from shell.batch import _leading_options
+    from shell.registry import UsageError
+
+    try:
+        _, rest = _leading_options(args)
+    except UsageError:
+        return False
+    return not rest
+
+
+def _repl(args: list[str]) -> int:
+    """The interactive shell (shell/repl), imported only when a person is at the terminal."""
+    from shell.batch import _leading_options
+    from shell.repl.app import main as repl_main
+
+    options, _ = _leading_options(args)
+    return repl_main(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if sys.stdin.isatty() and sys.stdout.isatty() and _only_global_options(args):
+        return _repl(args)
     if not args and not sys.stdin.isatty():
         from shell.batch import main as shell_main
 

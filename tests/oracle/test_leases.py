@@ -109,8 +109,10 @@ def test_remaining_ttl_is_rounded_down(oracle: Oracle) -> None:
         try:
             started = time.monotonic()
             ttl = await o.b.lease_ttl(lease)
-            assert time.monotonic() - started < 0.9
-            assert (ttl["ttl"], ttl["granted_ttl"]) == (9, 10)
+            # truncated, not rounded: 9 within the first second (8 on a machine slow enough
+            # to take longer, which tells nothing about rounding either way)
+            expected = (9,) if time.monotonic() - started < 1 else (8, 9)
+            assert ttl["ttl"] in expected and ttl["granted_ttl"] == 10
         finally:
             await o.b.lease_revoke(lease)
 
