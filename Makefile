@@ -38,17 +38,17 @@ pytest: install
 
 test: lint typecheck pytest
 
-# A 3-machine lab (network namespaces with real sshd, as root), made a cluster over SSH.
-# Safe to repeat: an existing lab and a running cluster are left as they are.
+# A 3-machine lab (network namespaces with real sshd, as root), made a cluster over SSH, then
+# the shell (the REPL) on it. Safe to repeat: an existing lab and cluster are left as they are.
 lab: install
 	@$(VENV)/bin/shoal lab status >/dev/null 2>&1 || $(VENV)/bin/shoal lab up
 	$(VENV)/bin/shoal cluster init
 	$(VENV)/bin/shoal cluster status
 	@echo
-	@echo "the cluster runs until 'shoal lab down'; try:"
-	@echo "  .venv/bin/shoal machines"
-	@echo "  .venv/bin/shoal lab kill node1 && .venv/bin/shoal cluster status"
-	@echo "  ssh -F ~/.shoal/labs/lab/ssh_config node2 python3 /var/lib/shoal/shoal-agent-*.pyz ctl --socket /var/lib/shoal/data/control.sock kv get / --prefix"
+	@echo "the cluster runs until 'shoal lab down'. In the shell, try:"
+	@echo "  machines  ·  kv put /hello world  ·  exec -b @all -- uname -r  ·  help"
+	@echo "and from another terminal: .venv/bin/shoal lab kill node1"
+	@if [ -t 0 ] && [ -t 1 ]; then $(VENV)/bin/shoal; fi
 
 # Three agents on loopback without namespaces or sshd (no root needed).
 devcluster: install
