@@ -616,6 +616,9 @@ class Agent:
         fut: asyncio.Future[Any] = loop.create_future()
         limit = self._timeout(timeout)
         deadline = loop.time() + limit
+        await self.wait_for_leader(
+            min(limit, self.config.election_ticks * self.config.tick_ms / 1000)
+        )
 
         def submit(raft: RaftNode) -> tuple[int, str | None]:
             try:
@@ -671,10 +674,18 @@ class Agent:
         return result
 
     async def read_barrier(self, timeout: float | None = None) -> int:
-        """Wait until a linearizable read may be served here; return the read index."""
+        """Wait until a linearizable read may be served here; return the read index.
+
+        A node that has just started (or just saw its leader go) learns the leader within a
+        heartbeat or an election, so a missing leader is waited for briefly — a heartbeat
+        interval at a time, at most an election timeout — before the read fails with no-leader.
+        """
         loop = asyncio.get_running_loop()
         ctx = f"{self.config.node_id}-{next(self._read_ids)}"
         fut: asyncio.Future[int] = loop.create_future()
+        await self.wait_for_leader(
+            min(self._timeout(timeout), self.config.election_ticks * self.config.tick_ms / 1000)
+        )
 
         def submit(raft: RaftNode) -> None:
             if raft.leader is None:
@@ -693,6 +704,15 @@ class Agent:
                 "no quorum confirmed the read in time "
                 + (f"(the leader is {leader}); retry" if leader else "(no leader now); retry"),
             )
+
+    async def wait_for_leader(self, limit: float) -> None:
+        """Return once a leader is known, or after ``limit`` seconds (the caller then decides)."""
+        raft = self.raft
+        assert raft is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while raft.leader is None and loop.time() < deadline:
+            await asyncio.sleep(self.config.heartbeat_ticks * self.config.tick_ms / 1000)
 
     async def wait_applied(self, index: int, timeout: float | None = None) -> None:
         raft = self.raft
