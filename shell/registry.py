@@ -252,7 +252,10 @@ GLOBAL_HELP = """global options (also from the environment):
   --cluster NAME     which cluster                                            SHOAL_CLUSTER
   --timeout SECONDS  how long to wait for the cluster (5)                     SHOAL_TIMEOUT
   --keep-going       scripts: run the remaining commands after a failure      SHOAL_KEEP_GOING=1
-  state lives in $SHOAL_HOME (default ~/.shoal)"""
+  state lives in $SHOAL_HOME (default ~/.shoal)
+
+exit codes: 0 success · 1 the command failed · 2 usage error · 3 cluster unavailable (no quorum,
+  unreachable) · 4 not found"""
 
 
 class Registry:
