@@ -61,7 +61,12 @@ def start_keeper(node: NodeState, node_dir: Path, hosts_file: Path) -> subproces
         sys.executable, "-I", "-S", str(NODE_INIT),
         "--hostname", node.name, "--node-dir", str(node_dir), "--hosts", str(hosts_file),
     ]  # fmt: skip
-    with open(node_dir / SSHD_LOG, "ab") as log:
+    return _spawn(argv, node_dir / SSHD_LOG)
+
+
+def _spawn(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """A node's long-lived process, in its own session, its output appended to ``log_path``."""
+    with open(log_path, "ab") as log:
         return subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -82,16 +87,7 @@ def start_ssh_publisher(node: NodeState, node_dir: Path) -> subprocess.Popen[byt
         "--type", "_ssh._tcp.local.", "--name", node.name, "--host", f"{node.name}.local.",
         "--address", node.address, "--port", "22",
     ]  # fmt: skip
-    with open(node_dir / "mdns.log", "ab") as log:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-        )
+    return _spawn(argv, node_dir / "mdns.log")
 
 
 def sshd_answers(address: str, port: int = 22, timeout: float = 0.5) -> bool:
