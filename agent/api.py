@@ -243,11 +243,3 @@ def data_param(params: dict[str, Any]) -> bytes:
         except ValueError:
             raise AgentError(BAD_REQUEST, "parameter 'data_b64' is not valid base64")
     return param(params, "data", str).encode()
-
-
-def show_bytes(data: bytes) -> dict[str, str]:
-    """Bytes for a JSON reply: text where it is UTF-8, base64 otherwise."""
-    try:
-        return {"data": data.decode()}
-    except UnicodeDecodeError:
-        return {"data_b64": base64.b64encode(data).decode("ascii")}

@@ -137,7 +137,6 @@ class Agent:
         self._proposals: dict[int, _Waiter] = {}
         self._reads: dict[str, asyncio.Future[int]] = {}
         self._read_waits: list[tuple[int, asyncio.Future[int]]] = []
-        self._apply_waits: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ids = itertools.count(1)
         self._peer_calls: dict[str, asyncio.Future[Any]] = {}
         self.peer_methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
@@ -513,15 +512,6 @@ class Agent:
             else:
                 still.append((index, fut))
         self._read_waits = still
-        waits: list[tuple[int, asyncio.Future[None]]] = []
-        for index, done in self._apply_waits:
-            if done.done():
-                continue
-            if index <= applied:
-                done.set_result(None)
-            else:
-                waits.append((index, done))
-        self._apply_waits = waits
 
     def _log_soft_state(self, rd: Ready) -> None:
         soft = rd.soft_state
@@ -562,7 +552,7 @@ class Agent:
     def _fail_all(self, error: AgentError) -> None:
         futures: list[asyncio.Future[Any]] = [w.future for w in self._proposals.values()]
         futures += list(self._reads.values())
-        futures += [f for _, f in self._read_waits] + [f for _, f in self._apply_waits]
+        futures += [f for _, f in self._read_waits]
         futures += [f for _, f in self._calls]
         for fut in futures:
             if not fut.done():
@@ -570,7 +560,6 @@ class Agent:
         self._proposals.clear()
         self._reads.clear()
         self._read_waits.clear()
-        self._apply_waits.clear()
         self._calls.clear()
 
     # --- operations for the control API -------------------------------------------------------
@@ -714,17 +703,6 @@ class Agent:
         while raft.leader is None and loop.time() < deadline:
             await asyncio.sleep(self.config.heartbeat_ticks * self.config.tick_ms / 1000)
 
-    async def wait_applied(self, index: int, timeout: float | None = None) -> None:
-        raft = self.raft
-        assert raft is not None
-        if raft.applied >= index:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._apply_waits.append((index, fut))
-        try:
-            await asyncio.wait_for(asyncio.shield(fut), self._timeout(timeout))
-        except TimeoutError:
-            raise AgentError(TIMEOUT, f"index {index} was not applied on this node in time")
 
     async def change_membership(self, cc: ConfChange, timeout: float | None = None) -> int:
         """Propose one membership change and wait until it is applied here."""

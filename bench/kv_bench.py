@@ -337,18 +337,7 @@ class ShoalSide(Side):
         return await self.cluster.wait_leader(timeout=timeout)
 
     async def healthy(self, timeout: float = 30.0) -> str:
-        c = self.cluster
-        deadline = time.monotonic() + timeout
-        while True:
-            leader = await c.wait_leader(timeout=max(1.0, deadline - time.monotonic()))
-            sts = await c.statuses()
-            if len(sts) == len(c.ids) and leader in sts:
-                target = sts[leader]["commit"]
-                if all(s["leader"] == leader and s["applied"] >= target for s in sts.values()):
-                    return leader
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"shoal not healthy within {timeout}s: {sts}")
-            await asyncio.sleep(0.05)
+        return await self.cluster.wait_healthy(timeout)
 
     def pids(self) -> dict[str, int]:
         return {n: p.pid for n, p in self.cluster.procs.items() if p.poll() is None}

@@ -325,19 +325,7 @@ class ShoalBench:
         return res
 
     async def healthy(self, timeout: float = 30.0) -> str:
-        """Wait until every member is up, agrees on the leader and has applied its commit."""
-        c = self.cluster
-        deadline = time.monotonic() + timeout
-        while True:
-            leader = await c.wait_leader(timeout=max(1.0, deadline - time.monotonic()))
-            sts = await c.statuses()
-            if len(sts) == len(c.ids) and leader in sts:
-                target = sts[leader]["commit"]
-                if all(s["leader"] == leader and s["applied"] >= target for s in sts.values()):
-                    return leader
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"cluster not healthy within {timeout}s: {sts}")
-            await asyncio.sleep(0.05)
+        return await self.cluster.wait_healthy(timeout)
 
     async def failovers(self, runs: int, how: str = "kill") -> dict[str, Any]:
         c = self.cluster

@@ -318,6 +318,21 @@ class LocalCluster:
                 raise TimeoutError(f"no leader agreed on within {timeout}s; statuses: {sts}")
             await asyncio.sleep(0.05)
 
+    async def wait_healthy(self, timeout: float = 30.0) -> str:
+        """Wait until every member is up, agrees on the leader and has applied its commit;
+        return the leader (benchmarks start each phase from this state)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = await self.wait_leader(timeout=max(1.0, deadline - time.monotonic()))
+            sts = await self.statuses()
+            if len(sts) == len(self.ids) and leader in sts:
+                target = sts[leader]["commit"]
+                if all(s["leader"] == leader and s["applied"] >= target for s in sts.values()):
+                    return leader
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not healthy within {timeout}s: {sts}")
+            await asyncio.sleep(0.05)
+
     async def call_leader(
         self, method: str, *, retry_for: float = 20.0, idempotent: bool = False, **params: Any
     ) -> Any:

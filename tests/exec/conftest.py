@@ -7,30 +7,16 @@ lab's known_hosts and key, and one :class:`Target` per node.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import pytest
 
 from shell.execute import Target
 from shell.lab.state import LabState
 from shell.ssh import SSHPool
-from tests.lab.conftest import Labs
+from tests.lab.conftest import Labs, labs  # noqa: F401 — the same module-scoped lab fixture
 
 
 @pytest.fixture(scope="module")
-def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
-    if os.geteuid() != 0:
-        pytest.skip("the lab needs root (network namespaces, bridge, mounts, sshd)")
-    made = Labs(tmp_path_factory.mktemp("shoal-home"))
-    try:
-        yield made
-    finally:
-        made.close()
-
-
-@pytest.fixture(scope="module")
-def lab5(labs: Labs) -> LabState:
+def lab5(labs: Labs) -> LabState:  # noqa: F811 — the imported fixture
     """A 5-node lab shared by the module; a test that crashes a node restores it."""
     return labs.up("x", 5)
 

@@ -165,12 +165,6 @@ def both(
     return pair
 
 
-def shoal_bug(request: pytest.FixtureRequest, oracle: Oracle, reason: str) -> None:
-    """Mark this test as a known shoal bug on the shoal side only (strict: fixed ⇒ loud)."""
-    if oracle.name == "shoal":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"shoal bug: {reason}"))
-
-
 def kv(
     key: bytes, value: bytes, create: int, mod: int, version: int, lease: int = 0
 ) -> dict[str, Any]:
