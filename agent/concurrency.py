@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,15 @@ def unb64(data: str) -> bytes:
 
 class SessionLost(Exception):
     """The session's lease expired or was revoked: whatever it held is gone."""
+
+
+class LeadershipLost(SessionLost):
+    """This client no longer leads: its election key was deleted (resigned by another client,
+    or its lease ended) or its session was lost."""
+
+
+class LeadershipChanged(Exception):
+    """A guarded write on behalf of a leader failed: that key no longer leads (nothing changed)."""
 
 
 class Session:
@@ -83,9 +92,12 @@ class Session:
 
 @dataclass(frozen=True)
 class Leader:
+    """etcd's LeaderKey and the value it announces: enough to act for the leader, guarded."""
+
     key: bytes
     value: bytes
     create_revision: int
+    lease: int = 0
 
 
 class Election:
@@ -97,6 +109,8 @@ class Election:
         self.prefix = name.rstrip("/").encode() + b"/"
         self.key = self.prefix + f"{session.lease_id:x}".encode()
         self.create_revision = 0
+        self.mod_revision = 0
+        """The revision of the key's value this client last wrote or saw (see :meth:`changes`)."""
 
     async def campaign(self, value: bytes) -> None:
         """Return once this client leads; wait behind earlier candidates, first come first."""
@@ -114,10 +128,11 @@ class Election:
             failure=[{"op": "range", "key": b64(self.key)}],
         )
         if result["succeeded"]:
-            self.create_revision = int(result["header"]["revision"])
+            self.create_revision = self.mod_revision = int(result["header"]["revision"])
         else:
             kv = result["responses"][0]["kvs"][0]
             self.create_revision = int(kv["create_revision"])
+            self.mod_revision = int(kv["mod_revision"])
             if unb64(kv["value"]) != value:
                 await self.proclaim(value)
         await self._wait_for_predecessors()
@@ -175,6 +190,7 @@ class Election:
         )
         if not result["succeeded"]:
             raise SessionLost("not the leader any more (the election key is gone)")
+        self.mod_revision = int(result["header"]["revision"])
 
     async def resign(self) -> None:
         await self.client.call(
@@ -192,6 +208,103 @@ class Election:
         )
         self.create_revision = 0
 
+    async def changes(self) -> AsyncGenerator[bytes, None]:
+        """While this client leads, each value put on its key (a proclaim by another client, or
+        by this one) since it last wrote or saw one — a change made before iterating began is
+        not missed; raises :class:`LeadershipLost` with the reason once it stops leading (key
+        deleted — by another client's resign, or with the lease — or the session lost)."""
+        got = await self.client.call("kv.get", key=b64(self.key))
+        kvs = got["kvs"]
+        if not kvs or int(kvs[0]["create_revision"]) != self.create_revision:
+            raise LeadershipLost(await self._loss_reason())
+        revision = int(got["header"]["revision"])
+        if int(kvs[0]["mod_revision"]) > self.mod_revision:
+            self.mod_revision = int(kvs[0]["mod_revision"])
+            yield unb64(kvs[0].get("value", ""))
+        stream = self.client.stream("kv.watch", key=b64(self.key), start_revision=revision + 1)
+        lost = asyncio.create_task(self.session.lost.wait())
+        try:
+            async with contextlib.aclosing(_until(stream, lost)) as items:
+                async for item in items:
+                    for ev in item.get("events", []):
+                        if ev["type"] == "DELETE":
+                            raise LeadershipLost(await self._loss_reason())
+                        self.mod_revision = int(ev["kv"]["mod_revision"])
+                        yield unb64(ev["kv"].get("value", ""))
+            raise LeadershipLost(self.session.lost_reason or "the watch on the election key ended")
+        finally:
+            lost.cancel()
+
+    async def lost(self) -> str:
+        """Wait until this client stops leading (values proclaimed meanwhile are ignored); why."""
+        try:
+            async with contextlib.aclosing(self.changes()) as changes:
+                async for _ in changes:
+                    pass
+        except LeadershipLost as exc:
+            return str(exc)
+        return "leadership ended"  # pragma: no cover - changes() always raises when it ends
+
+    async def _loss_reason(self) -> str:
+        if self.session.lost.is_set():
+            return self.session.lost_reason
+        try:
+            ttl = await self.client.call("lease.ttl", id=self.session.lease_id)
+            alive = int(ttl["ttl"]) >= 0
+        except ControlError as exc:
+            if exc.code != "lease-not-found":  # cannot tell which (no leader just now...)
+                return "the election key was deleted (resigned, or its lease ended)"
+            alive = False
+        if not alive:
+            return f"lease {self.session.lease_id:x} expired"
+        return "resigned by another client"
+
+
+def election_key(name: str, key: str) -> bytes:
+    """A candidate's key in election ``name``: ``key`` as given if under ``NAME/``, else
+    ``NAME/key`` (so the lease id in hex is enough)."""
+    prefix = name.rstrip("/") + "/"
+    return (key if key.startswith(prefix) else prefix + key).encode()
+
+
+def _leader_guard(leader: Leader) -> list[dict[str, Any]]:
+    """Still the same key: a leadership change deletes it, and a new key has a new revision."""
+    return [
+        {
+            "key": b64(leader.key),
+            "target": "create",
+            "result": "=",
+            "value": leader.create_revision,
+        }
+    ]
+
+
+async def proclaim_as(client: ControlClient, leader: Leader, value: bytes) -> Leader:
+    """etcd's Proclaim with a LeaderKey: set ``leader``'s value in one guarded txn, keeping its
+    lease, from any client; :class:`LeadershipChanged` if that key no longer leads."""
+    result = await client.call(
+        "kv.txn",
+        compare=_leader_guard(leader),
+        success=[{"op": "put", "key": b64(leader.key), "value": b64(value), "ignore_lease": True}],
+        failure=[],
+    )
+    if not result["succeeded"]:
+        raise LeadershipChanged("leadership changed; not proclaimed")
+    return Leader(leader.key, value, leader.create_revision, leader.lease)
+
+
+async def resign_as(client: ControlClient, leader: Leader) -> None:
+    """etcd's Resign with a LeaderKey: delete ``leader``'s key in one guarded txn, from any
+    client (the next candidate then leads); :class:`LeadershipChanged` if it no longer leads."""
+    result = await client.call(
+        "kv.txn",
+        compare=_leader_guard(leader),
+        success=[{"op": "delete_range", "key": b64(leader.key)}],
+        failure=[],
+    )
+    if not result["succeeded"]:
+        raise LeadershipChanged("leadership changed; not resigned")
+
 
 async def current_leader(client: ControlClient, name: str) -> Leader | None:
     prefix = name.rstrip("/").encode() + b"/"
@@ -206,7 +319,9 @@ async def current_leader(client: ControlClient, name: str) -> Leader | None:
     if not got["kvs"]:
         return None
     kv = got["kvs"][0]
-    return Leader(unb64(kv["key"]), unb64(kv["value"]), int(kv["create_revision"]))
+    return Leader(
+        unb64(kv["key"]), unb64(kv["value"]), int(kv["create_revision"]), int(kv.get("lease", 0))
+    )
 
 
 async def observe(client: ControlClient, name: str) -> AsyncIterator[Leader | None]:
@@ -228,7 +343,7 @@ async def observe(client: ControlClient, name: str) -> AsyncIterator[Leader | No
             last = leader
 
 
-async def _until(stream: AsyncIterator[Any], stop: asyncio.Task[Any]) -> AsyncIterator[Any]:
+async def _until(stream: AsyncIterator[Any], stop: asyncio.Task[Any]) -> AsyncGenerator[Any, None]:
     """Items from ``stream`` until ``stop`` finishes (then the stream is closed)."""
     iterator = stream.__aiter__()
     try:

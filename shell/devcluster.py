@@ -377,9 +377,7 @@ class LocalCluster:
             range_end=base64.b64encode(prefix_end(prefix.encode())).decode("ascii"),
             serializable=serializable,
         )
-        rows = [
-            {**kv, "key": unb64(kv["key"]), "value": unb64(kv["value"])} for kv in res["kvs"]
-        ]
+        rows = [{**kv, "key": unb64(kv["key"]), "value": unb64(kv["value"])} for kv in res["kvs"]]
         return sorted(rows, key=lambda kv: int(kv["mod_revision"]))
 
     async def close(self) -> None:

@@ -1,8 +1,14 @@
-"""``elect leader|observe|campaign`` and ``lock``: agent/concurrency.py over the shell's channel.
+"""``elect leader|observe|campaign|proclaim|resign`` and ``lock``: agent/concurrency.py over the
+shell's channel.
 
 Campaigning and locking hold a session (a lease kept alive) for as long as the command runs, so
 they are streams: they report once elected or locked, then hold until Ctrl-C, resigning on the
-way out (or report the loss if the session ends first).
+way out (or report the loss if the session ends first). A held campaign also reports values
+proclaimed for it by other clients, and ends if another client makes it resign.
+
+``proclaim`` and ``resign`` act for whoever leads, from any shell, as etcd's v3election API does
+with a LeaderKey: one txn guarded by the leader key's create revision, so a leadership change in
+between fails ("leadership changed") and changes nothing.
 """
 
 from __future__ import annotations
@@ -11,12 +17,31 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agent.client import ControlError
-from agent.concurrency import Election, Leader, Lock, Session, current_leader, observe
+from agent.client import ControlClient, ControlError
+from agent.concurrency import (
+    Election,
+    Leader,
+    LeadershipChanged,
+    LeadershipLost,
+    Lock,
+    Session,
+    current_leader,
+    election_key,
+    observe,
+    proclaim_as,
+    resign_as,
+)
 from shell.commands.context import Context
 from shell.registry import Arg, Command, NotFound, Registry, Result
 
-NAME = Arg("name", "the election's name (a key prefix)", completion="keys")
+NAME = Arg("name", "the election's name (a key prefix)", completion="elections")
+LOCK_NAME = Arg("name", "the lock's name (a key prefix)", completion="keys")
+LEADER_KEY = Arg(
+    "key",
+    "act only if this key still leads (NAME/<lease hex>, or the lease hex)",
+    flag=True,
+    required=False,
+)
 
 
 def _leader_result(name: str, leader: Leader | None) -> Result:
@@ -57,22 +82,84 @@ async def campaign(ctx: Context, a: dict[str, Any]) -> Result:
     except BaseException:
         await session.close()
         raise
-    data = {"name": a["name"], "elected": a["value"], "key": election.key.decode()}
+    key = election.key.decode()
+    data = {"name": a["name"], "elected": a["value"], "key": key}
 
     async def hold() -> AsyncIterator[Result]:
         try:
-            await session.lost.wait()
-            yield Result(
-                {"name": a["name"], "lost": session.lost_reason},
-                text=f"leadership lost: {session.lost_reason}",
-                code=1,
-            )
+            try:
+                async with contextlib.aclosing(election.changes()) as changes:
+                    async for value in changes:
+                        shown = value.decode(errors="replace")
+                        yield Result(
+                            {"name": a["name"], "key": key, "proclaimed": shown},
+                            text=f"{a['name']}: now proclaiming {shown!r}",
+                        )
+            except LeadershipLost as exc:
+                yield Result(
+                    {"name": a["name"], "lost": str(exc)},
+                    text=f"leadership lost: {exc}",
+                    code=1,
+                )
         finally:
             with contextlib.suppress(ControlError):
                 await election.resign()
             await session.close()
 
     return Result(data, text=f"{a['name']}: elected with {a['value']!r}", stream=hold())
+
+
+async def _leader_for(client: ControlClient, name: str, key: str | None, verb: str) -> Leader:
+    """The current leader of ``name`` (NotFound if none); with ``key``, only if that key leads."""
+    found = await current_leader(client, name)
+    if found is None:
+        raise NotFound(f"election {name!r} has no leader")
+    if key is not None and found.key != election_key(name, key):
+        leads = found.key.decode(errors="replace")
+        raise LeadershipChanged(
+            f"{election_key(name, key).decode(errors='replace')} does not lead {name!r} "
+            f"({leads} does); not {verb}"
+        )
+    return found
+
+
+async def proclaim(ctx: Context, a: dict[str, Any]) -> Result:
+    client = await ctx.client()
+    found = await _leader_for(client, a["name"], a["key"], "proclaimed")
+    await proclaim_as(client, found, a["value"].encode())
+    key = found.key.decode(errors="replace")
+    data = {
+        "name": a["name"],
+        "key": key,
+        "value": a["value"],
+        "create_revision": found.create_revision,
+    }
+    return Result(data, text=f"{a['name']}: {key} now proclaims {a['value']!r}")
+
+
+async def resign(ctx: Context, a: dict[str, Any]) -> Result:
+    client = await ctx.client()
+    found = await _leader_for(client, a["name"], a["key"], "resigned")
+    await resign_as(client, found)
+    key = found.key.decode(errors="replace")
+    after = await current_leader(client, a["name"])
+    data: dict[str, Any] = {
+        "name": a["name"],
+        "resigned": key,
+        "value": found.value.decode(errors="replace"),
+        "create_revision": found.create_revision,
+        "leader": None,
+    }
+    now = "no leader now"
+    if after is not None:
+        value = after.value.decode(errors="replace")
+        data["leader"] = {
+            "key": after.key.decode(errors="replace"),
+            "value": value,
+            "create_revision": after.create_revision,
+        }
+        now = f"{data['leader']['key']} leads now with {value!r}"
+    return Result(data, text=f"{a['name']}: {key} resigned; {now}")
 
 
 async def lock(ctx: Context, a: dict[str, Any]) -> Result:
@@ -130,10 +217,40 @@ def register(registry: Registry) -> None:
     )
     registry.register(
         Command(
+            "elect proclaim",
+            "change the value the current leader announces, without an election",
+            proclaim,
+            [NAME, Arg("value", "the leader's new value"), LEADER_KEY],
+            examples=(
+                "elect proclaim /elections/scheduler node1-draining",
+                "elect proclaim /elections/scheduler v2 --key 694d7a3c1f2e0b01",
+            ),
+            description="One txn guarded by the leader key's create revision: if leadership "
+            "changes meanwhile (or --key no longer leads), nothing is written and the command "
+            "fails (exit 1). The key keeps its lease. Exit 4 if there is no leader.",
+        )
+    )
+    registry.register(
+        Command(
+            "elect resign",
+            "make the current leader give up (the next candidate leads)",
+            resign,
+            [NAME, LEADER_KEY],
+            examples=(
+                "elect resign /elections/scheduler",
+                "elect resign /elections/scheduler --key 694d7a3c1f2e0b01",
+            ),
+            description="Deletes the leader's key in one txn guarded by its create revision "
+            "(exit 1 if leadership changed meanwhile, exit 4 if there is no leader). The "
+            "campaign that held it reports the loss and ends.",
+        )
+    )
+    registry.register(
+        Command(
             "lock",
             "take lock NAME and hold it until Ctrl-C",
             lock,
-            [NAME, TTL],
+            [LOCK_NAME, TTL],
             examples=("lock /locks/deploy",),
         )
     )

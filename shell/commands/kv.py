@@ -191,7 +191,13 @@ def register(registry: Registry) -> None:
             [
                 KEY,
                 Arg("value", "the value"),
-                Arg("lease", "attach to this lease (hex id)", type=lease_id, flag=True),
+                Arg(
+                    "lease",
+                    "attach to this lease (hex id)",
+                    type=lease_id,
+                    flag=True,
+                    completion="leases",
+                ),
                 Arg(
                     "ttl",
                     "grant a lease of this many seconds and attach the key",

@@ -13,7 +13,7 @@ from shell.commands.context import Context
 from shell.commands.kv import lease_id, text
 from shell.registry import Arg, Command, NotFound, Registry, Result
 
-ID = Arg("id", "lease id (hex)", type=lease_id)
+ID = Arg("id", "lease id (hex)", type=lease_id, completion="leases")
 
 
 async def grant(ctx: Context, a: dict[str, Any]) -> Result:

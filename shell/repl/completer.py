@@ -1,7 +1,7 @@
 """Completion from the registry (commands, subcommands, flags, choices) and the live cluster.
 
 The command tree comes from the registry itself, never a copy, so a plugin's command completes
-like a built-in one. Live values (keys, machines, leases, nodes) come from the sources an
+like a built-in one. Live values (keys, machines, leases, nodes, elections) come from the sources an
 argument names (``Arg.completion``, see shell/repl/sources.py); they are awaited in
 :meth:`ShellCompleter.get_completions_async`, which prompt_toolkit runs as a task beside the UI,
 so a slow cluster never freezes typing. The registry may not be loaded yet (it loads after the
@@ -25,15 +25,8 @@ SOURCE_TIMEOUT = 2.5
 
 
 def completion_name(arg: Arg) -> str | None:
-    """Where ``arg``'s values come from: its ``completion``, or what its type says it is.
-
-    Lease ids are typed by ``lease_id`` without naming a source; they still deserve completion.
-    """
-    if arg.completion:
-        return arg.completion
-    if getattr(arg.type, "__name__", "") == "lease_id" or arg.name == "lease":
-        return "leases"
-    return None
+    """Where ``arg``'s values come from: the source it names (``Arg.completion``), if any."""
+    return arg.completion
 
 
 def split_words(text: str) -> tuple[list[str], str]:

@@ -57,6 +57,21 @@ def next_segment(typed: str, keys: list[str]) -> list[str]:
     return sorted(out)
 
 
+def election_names(kvs: list[tuple[str, int]]) -> list[str]:
+    """Election (and lock) names from (key, lease) pairs: the parents of candidate keys.
+
+    A candidate's key is ``NAME/<its lease id in hex>`` on that lease (agent/concurrency.py), so
+    only keys whose last segment spells their own lease count; the cluster's records under
+    ``/_shoal/`` never do.
+    """
+    names: set[str] = set()
+    for key, lease in kvs:
+        parent, slash, last = key.rpartition("/")
+        if slash and parent and lease and last == f"{lease:x}" and not key.startswith("/_shoal/"):
+            names.add(parent)
+    return sorted(names)
+
+
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -79,6 +94,7 @@ class ClusterSources:
             "leases": self.leases,
             "nodes": self.nodes,
             "members": self.nodes,
+            "elections": self.elections,
         }
 
     async def _call(self, method: str, **params: Any) -> Any:
@@ -123,6 +139,27 @@ class ClusterSources:
             return sorted(f"{int(i):x}" for i in res["leases"])
 
         return [x for x in await self.cache.get("leases", fetch) if x.startswith(typed)]
+
+    async def elections(self, typed: str) -> list[str]:
+        import base64
+
+        async def fetch() -> list[str]:
+            res = await self._call(
+                "kv.get",
+                key=base64.b64encode(b"\0").decode(),
+                range_end=base64.b64encode(b"\0").decode(),
+                keys_only=True,
+                limit=10000,
+                serializable=True,
+            )
+            return election_names(
+                [
+                    (base64.b64decode(kv["key"]).decode(errors="replace"), int(kv.get("lease", 0)))
+                    for kv in res["kvs"]
+                ]
+            )
+
+        return [n for n in await self.cache.get("elections", fetch) if n.startswith(typed)]
 
     async def nodes(self, typed: str) -> list[str]:
         return [n for n in self.node_ids() if n.startswith(typed)]

@@ -98,7 +98,15 @@ def fake_registry(fake: Fake) -> Registry:
     registry.register(Command("kv watch", "watch a key", watch, [key]))
     registry.register(Command("kv put", "set a key", get, [key, Arg("value", "the value")]))
     registry.register(
-        Command("lease revoke", "end a lease", revoke, [Arg("id", "lease id", type=lease_id)])
+        Command(
+            "lease revoke",
+            "end a lease",
+            revoke,
+            [Arg("id", "lease id", type=lease_id, completion="leases")],
+        )
+    )
+    registry.register(  # typed like a lease id but naming no source: nothing live is offered
+        Command("lease forget", "no source", revoke, [Arg("id", "lease id", type=lease_id)])
     )
     registry.register(
         Command("machines", "the machines", echo, [Arg("machine", "", completion="machines")])

@@ -8,8 +8,10 @@ from typing import Any
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
-from shell.repl.completer import ShellCompleter, split_words
-from shell.repl.sources import Cache, next_segment
+from shell.commands import build_registry
+from shell.commands.kv import lease_id
+from shell.repl.completer import ShellCompleter, completion_name, split_words
+from shell.repl.sources import Cache, election_names, next_segment
 from tests.repl.conftest import FAKE_SOURCES, Driver, Fake, drive, fake_registry
 
 
@@ -41,7 +43,7 @@ def test_commands_and_groups() -> None:
 def test_subcommands_of_a_group() -> None:
     assert offered("kv ") == ["get", "put", "watch"]
     assert offered("kv w") == ["watch"]
-    assert offered("lease ") == ["revoke"]
+    assert offered("lease ") == ["forget", "revoke"]
 
 
 def test_flags_of_the_command_and_the_global_ones() -> None:
@@ -63,7 +65,8 @@ def test_keys_complete_one_path_segment_at_a_time() -> None:
 def test_live_sources_after_flags_and_by_type() -> None:
     assert offered("machines ") == ["m-1a2b", "m-3c4d"]
     assert offered("machines m-3") == ["m-3c4d"]
-    assert offered("lease revoke 694d7c1") == ["694d7c1a", "694d7c1b"]  # typed lease_id
+    assert offered("lease revoke 694d7c1") == ["694d7c1a", "694d7c1b"]  # names "leases"
+    assert offered("lease forget 694d7c1") == []  # the type alone names no source
     assert offered("kv get --rev 3 /ap") == ["/app/"]  # a flag's value is skipped
 
 
@@ -117,6 +120,12 @@ def test_cluster_sources_ask_the_agent_and_hide_its_records() -> None:
             return {"leases": [255, 16]}
         raise AssertionError(method)
 
+    async def everything(method: str, **params: Any) -> Any:
+        assert method == "kv.get" and params["keys_only"]
+        assert base64.b64decode(params["key"]) == base64.b64decode(params["range_end"]) == b"\0"
+        kvs = [("/app/a", 0), ("jobs/ff", 255), ("/locks/deploy/10", 16), ("/_shoal/x/ff", 255)]
+        return {"kvs": [{"key": base64.b64encode(k.encode()).decode(), "lease": n} for k, n in kvs]}
+
     src = ClusterSources(call, lambda: ["node1", "node2"]).sources()
 
     async def go() -> list[list[str]]:
@@ -137,6 +146,50 @@ def test_cluster_sources_ask_the_agent_and_hide_its_records() -> None:
     ranges = [base64.b64decode(p["key"]).decode() for m, p in asked if m == "kv.get"]
     assert ranges == ["/", "/app/"]  # "/a" and "/_" came from the cache of "/"
     assert all(p["keys_only"] for m, p in asked if m == "kv.get")
+    elections = ClusterSources(everything, list).sources()["elections"]
+    assert asyncio.run(elections("")) == ["/locks/deploy", "jobs"]
+    assert asyncio.run(elections("/")) == ["/locks/deploy"]
+
+
+def test_election_names_are_parents_of_keys_named_after_their_lease() -> None:
+    kvs = [
+        ("jobs/694d7c1a", 0x694D7C1A),
+        ("jobs/694d7c1b", 0x694D7C1B),
+        ("/elections/scheduler/2a", 42),
+        ("/counters/1", 0),  # hex-looking, but on no lease
+        ("/app/cafe", 7),  # on a lease, but not named after it
+        ("/_shoal/machines/ff", 255),  # the cluster's own records
+        ("ab", 171),  # no parent
+        ("/x/", 0),
+    ]
+    assert election_names(kvs) == ["/elections/scheduler", "jobs"]
+
+
+def test_lease_and_election_arguments_name_their_sources() -> None:
+    """Sources are named on the arguments, never guessed from a type or a name."""
+    registry = build_registry()
+    sources = {
+        (command.name, arg.name): completion_name(arg)
+        for command in registry.commands.values()
+        for arg in command.args
+    }
+    lease_args = [
+        (command.name, arg.name)
+        for command in registry.commands.values()
+        for arg in command.args
+        if arg.type is lease_id
+    ]
+    assert ("kv put", "lease") in lease_args and ("lease revoke", "id") in lease_args
+    assert all(sources[a] == "leases" for a in lease_args)
+    for name in (
+        "elect leader",
+        "elect observe",
+        "elect campaign",
+        "elect proclaim",
+        "elect resign",
+    ):
+        assert sources[(name, "name")] == "elections", name
+    assert sources[("lock", "name")] == "keys"
 
 
 def test_next_segment_and_cache() -> None:
