@@ -274,8 +274,8 @@ async def elect_command(client: ControlClient, args: argparse.Namespace, op: str
     try:
         await election.campaign(args.value.encode())
         print(f"{args.name}: elected with {args.value!r} (key {election.key.decode()})", flush=True)
-        await session.lost.wait()
-        print(f"leadership lost: {session.lost_reason}", file=sys.stderr)
+        reason = await election.lost()  # session gone, or resigned by another client
+        print(f"leadership lost: {reason}", file=sys.stderr)
         return 1
     finally:
         with contextlib.suppress(ControlError):
