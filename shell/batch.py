@@ -107,7 +107,7 @@ async def run_lines(
     from shell.commands.context import Context
 
     out, err = out or sys.stdout, err or sys.stderr
-    ctx = Context(registry, options)
+    ctx = Context(registry, options, err)
     failed = 0
     try:
         for line in lines:
@@ -136,7 +136,11 @@ async def run_one(ctx: object, tokens: Sequence[str], out: TextIO, err: TextIO, 
     try:
         options, rest = base.take(tokens)
         if "--help" in rest or "-h" in rest:
-            command, _ = ctx.registry.resolve([t for t in rest if t not in ("--help", "-h")])
+            topic = [t for t in rest if t not in ("--help", "-h")]
+            if len(topic) == 1 and topic[0] in ctx.registry.groups():
+                out.write(ctx.registry.help(topic) + "\n")  # `cluster --help`: the group
+                return 0
+            command, _ = ctx.registry.resolve(topic)
             out.write(command.help() + "\n")
             return 0
         command, args = ctx.registry.parse(rest)
@@ -199,27 +203,6 @@ def _leading_options(argv: Sequence[str]) -> tuple[Options, list[str]]:
     return options, rest
 
 
-def handles(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` is for the registry: -c, run, help, a script path, or a command."""
-    from pathlib import Path
-
-    from shell.commands import build_registry
-
-    try:
-        _, rest = _leading_options(argv)
-    except UsageError:
-        return True
-    if not rest:
-        return bool(argv)
-    if rest[0] in ("-c", "run", "help") or Path(rest[0]).is_file():
-        return True
-    try:
-        build_registry().resolve(rest)
-    except UsageError as exc:
-        return rest[0] in build_registry().groups() or "did you mean" in str(exc)
-    return True
-
-
 def main(argv: Sequence[str]) -> int:
     """``shoal [OPTIONS] -c TEXT [ARGS] | run FILE [ARGS] | FILE [ARGS] | COMMAND [ARGS]``."""
     import os
@@ -250,7 +233,13 @@ def main(argv: Sequence[str]) -> int:
             return run_script(registry, text, options, rest[1:], os.environ, where)
         if rest[0] == "help" and rest[1:] == ["commands"]:
             rest = ["help"]
-        return run_script(registry, shlex.join(rest), options, where=None)
+        # One command from the command line: the user's shell already split and expanded it,
+        # so `exec @all -- 'echo $HOME'` reaches the nodes as typed (no second expansion).
+        line = Line(1, list(rest), shlex.join(rest))
+        try:
+            return asyncio.run(run_lines(registry, [line], options, where=None))
+        except KeyboardInterrupt:
+            return 130
     except UsageError as exc:
         print(f"shoal: {exc}", file=sys.stderr)
         return EXIT_USAGE

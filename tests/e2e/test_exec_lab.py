@@ -19,6 +19,10 @@ def test_exec_and_copy_across_the_cluster(shoal: Shoal, tmp_path: Path) -> None:
     live = shoal.ok("exec", "@all", "--", "hostname")
     assert sorted(live.stdout.split("\n")[:3]) == ["node1: node1", "node2: node2", "node3: node3"]
 
+    # the user's shell already expanded the command line: $HOME reaches the node as typed
+    remote_home = shoal.ok("exec", "node1", "--", "echo $HOME")
+    assert remote_home.stdout.splitlines()[0] == "node1: /root"
+
     gathered = shoal.ok("exec", "-b", "@all", "--", "uname", "-s")
     assert "node[1-3] (3)" in gathered.stdout and "Linux" in gathered.stdout
 
