@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from shell.lab import cli, names, nodeset, paths, state
+from shell.lab import names, nodeset, paths, state
 from shell.lab.errors import LabError, NeedsRoot
 from shell.lab.files import known_hosts, ssh_config, sshd_config
 from shell.lab.requirements import check_root
 from shell.lab.state import LabState, NodeState
+from tests.lab.conftest import lab_command
 
 
 def test_interface_names_fit_ifnamsiz_for_any_lab_name() -> None:
@@ -51,7 +52,9 @@ def test_first_free_slot_skips_used_networks_but_not_the_default_route() -> None
 
 def test_node_sets_expand_ranges_and_lists() -> None:
     assert nodeset.expand("node[1-3],node5") == ["node1", "node2", "node3", "node5"]
-    assert nodeset._expand_simple("node[1-3,5],x") == ["node1", "node2", "node3", "node5", "x"]
+    assert nodeset.expand("node[1-3,5],x") == ["node1", "node2", "node3", "node5", "x"]
+    with pytest.raises(LabError, match="bad node set"):
+        nodeset.expand("node[1-")
     assert nodeset.select("node[3,1]", ["node1", "node2", "node3"]) == ["node1", "node3"]
     with pytest.raises(LabError, match="no such node in this lab: node9"):
         nodeset.select("node9", ["node1", "node2"])
@@ -117,9 +120,9 @@ def test_without_root_it_says_what_it_needs_and_changes_nothing(
     monkeypatch.setenv("SHOAL_HOME", str(tmp_path))
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["up", "--nodes", "2"], out, err) == 1
+    assert lab_command(["up", "--nodes", "2"], out, err) == 1
     assert "`shoal lab up` needs root" in err.getvalue()
     assert "uid 1000" in err.getvalue() and "Nothing was changed" in err.getvalue()
     assert list(tmp_path.iterdir()) == []
-    assert cli.main(["partition", "node1"], out, err) == 1
+    assert lab_command(["partition", "node1"], out, err) == 1
     assert "`shoal lab partition` needs root" in err.getvalue()
