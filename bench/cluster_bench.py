@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.client import ControlClient  # noqa: E402
 from shell import clusterstate, remote  # noqa: E402
-from shell.cluster_cli import load_ssh  # noqa: E402
+from shell.clusteraccess import load_ssh  # noqa: E402
 from shell.discovery import discover  # noqa: E402
 from shell.lab import lab as lablib  # noqa: E402
 from shell.lab.state import load as load_lab  # noqa: E402

@@ -1,16 +1,12 @@
-"""The ``shoal`` command.
+"""The ``shoal`` command: the REPL at a terminal, else one command, ``-c``, a script or stdin.
 
-Until the command registry and REPL arrive (the shell issue), this is a thin dispatcher over the
-library modules, each of which owns its own arguments: ``shoal lab …`` (shell/lab),
-``shoal discover …`` (shell/discovery), ``shoal cluster …`` and ``shoal machines``
-(shell/cluster_cli). Exit codes: 0 success, 1 failed, 2 usage error, 3 cluster unavailable,
-4 not found.
+Every command is the command registry's (shell/commands/); this module only decides which front
+end runs. Exit codes: 0 success, 1 failed, 2 usage error, 3 cluster unavailable, 4 not found.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from agent import __version__
 
@@ -30,65 +26,6 @@ commands:
 
 `shoal COMMAND --help` explains each one.
 """
-
-
-def _lab(argv: list[str]) -> int:
-    from shell.lab.cli import main
-
-    return main(argv)
-
-
-def _discover(argv: list[str]) -> int:
-    from shell.discovery import main
-
-    if not any(a == "--interface" or a.startswith("--interface=") for a in argv):
-        bridges = lab_bridges()
-        if bridges:  # a lab is up: browse on its bridge, not on the machine's real network
-            print(
-                f"browsing on the lab bridge {', '.join(bridges)} "
-                "(give --interface ADDR to choose another)",
-                file=sys.stderr,
-            )
-            argv = [*argv, *(x for b in bridges for x in ("--interface", b))]
-    return main(argv)
-
-
-def lab_bridges() -> list[str]:
-    """The host-side addresses of the labs that are up."""
-    from shell.lab.paths import labs_dir
-    from shell.lab.state import load
-
-    out: list[str] = []
-    root = labs_dir()
-    if not root.is_dir():
-        return out
-    for entry in sorted(root.iterdir()):
-        if (entry / "lab.json").exists():
-            try:
-                out.append(str(load(entry.name).host_address))
-            except Exception:  # a half-written lab is not worth failing discovery over
-                continue
-    return out
-
-
-def _cluster(argv: list[str]) -> int:
-    from shell.cluster_cli import main
-
-    return main(argv)
-
-
-def _machines(argv: list[str]) -> int:
-    from shell.cluster_cli import main
-
-    return main(["machines", *argv])
-
-
-COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "lab": _lab,
-    "discover": _discover,
-    "cluster": _cluster,
-    "machines": _machines,
-}
 
 
 def _only_global_options(args: list[str]) -> bool:
@@ -130,22 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in ("--version", "-V", "version"):
         print(f"shoal {__version__}")
         return 0
-    command = COMMANDS.get(args[0])
-    if command is None:
-        from shell.batch import handles
-        from shell.batch import main as shell_main
+    from shell.batch import main as shell_main
 
-        if handles(args):
-            try:
-                return shell_main(args)
-            except KeyboardInterrupt:
-                return 130
-        close = [c for c in COMMANDS if c.startswith(args[0][:2])]
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        print(f"shoal: unknown command {args[0]!r}{hint}\n\n{USAGE}", file=sys.stderr, end="")
-        return 2
     try:
-        return command(args[1:])
+        return shell_main(args)
     except KeyboardInterrupt:
         return 130
 

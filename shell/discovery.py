@@ -15,19 +15,15 @@ sources into one list.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ipaddress
-import json
-import re
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 SHOAL_TYPE = "_shoal._tcp.local."
 SSH_TYPE = "_ssh._tcp.local."
@@ -365,59 +361,18 @@ def load_inventory(path: str | Path) -> list[Host]:
     return hosts
 
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def _split_top(text: str) -> list[str]:
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-            if depth < 0:
-                raise DiscoveryError(f"node set {text!r}: unbalanced ']'")
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    if depth:
-        raise DiscoveryError(f"node set {text!r}: unbalanced '['")
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
 def expand_nodeset(text: str) -> list[str]:
-    """Expand a ClusterShell-style node set: ``web[1-3,7],db[01-02]`` → web1 ... db02.
+    """The host names of a ClusterShell node set (``web[1-3,7],db[01-02]``), parsed by
+    ClusterShell itself (shell/nodesets.py); DiscoveryError says what is wrong with it."""
+    from shell.nodesets import expand
 
-    Zero padding follows the range's first number; several bracket groups multiply.
-
-    Raises:
-        DiscoveryError: unbalanced brackets, a bad range, or more than 10,000 names.
-    """
-    out: list[str] = []
-    for part in _split_top(text):
-        names = [""]
-        for piece in re.split(r"(\[[^\]]*\])", part):
-            if piece.startswith("["):
-                values: list[str] = []
-                for item in piece[1:-1].split(","):
-                    m = _RANGE.match(item.strip())
-                    if not m:
-                        raise DiscoveryError(f"node set {text!r}: bad range {item!r}")
-                    lo, hi = m.group(1), m.group(2) or m.group(1)
-                    if int(hi) < int(lo):
-                        raise DiscoveryError(f"node set {text!r}: range {item!r} runs backwards")
-                    width = len(lo) if lo.startswith("0") else 0
-                    values += [str(n).zfill(width) for n in range(int(lo), int(hi) + 1)]
-                names = [n + v for n in names for v in values]
-            elif "[" in piece or "]" in piece:
-                raise DiscoveryError(f"node set {text!r}: unbalanced brackets")
-            else:
-                names = [n + piece for n in names]
-            if len(names) + len(out) > 10_000:
-                raise DiscoveryError(f"node set {text!r} names more than 10,000 machines")
-        out += [n for n in names if n not in out]
-    return out
+    try:
+        names = expand(text)
+    except ValueError as exc:
+        raise DiscoveryError(f"node set {text!r}: {exc}")
+    if not names:
+        raise DiscoveryError(f"node set {text!r} names no hosts")
+    return names
 
 
 async def nodeset_hosts(text: str, *, resolve: bool = True, timeout: float = 2.0) -> list[Host]:
@@ -439,126 +394,6 @@ async def nodeset_hosts(text: str, *, resolve: bool = True, timeout: float = 2.0
         return Host(address, name, DEFAULT_SSH_PORT, sources=("nodeset",))
 
     return list(await asyncio.gather(*(one(n) for n in names)))
-
-
-# ---------------------------------------------------------------------------------------------
-# ``shoal discover``
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``shoal discover``, for whichever parser the CLI builds."""
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to browse (3)")
-    parser.add_argument("--expect", type=int, help="stop as soon as this many hosts answered")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument(
-        "--interface", action="append", metavar="ADDR", help="browse only on this interface"
-    )
-    parser.add_argument("--inventory", metavar="FILE", help="also list the hosts in this file")
-    parser.add_argument("--nodes", metavar="NODESET", help="also list these hosts: web[1-4],db1")
-    parser.add_argument(
-        "--no-mdns", action="store_true", help="do not browse; inventory and node sets only"
-    )
-
-
-def _row(h: Host) -> list[str]:
-    meta = ",".join(f"{k}={v}" for k, v in h.metadata.items())
-    cluster = h.cluster_name or h.cluster_id
-    return [
-        h.address,
-        h.name,
-        str(h.ssh_port) if h.ssh_port else "-",
-        f"yes ({h.version})" if h.agent and h.version else "yes" if h.agent else "no",
-        cluster or "-",
-        h.node_id or "-",
-        meta or "-",
-    ]
-
-
-def render_table(hosts: list[Host]) -> Any:
-    """A rich Table of hosts for people."""
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("ADDRESS", "NAME", "SSH", "AGENT", "CLUSTER", "NODE", "METADATA"):
-        table.add_column(col)
-    for h in hosts:
-        table.add_row(*_row(h))
-    return table
-
-
-async def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Carry out ``shoal discover``; returns the exit code (0 found something, 1 nothing)."""
-    from rich.console import Console
-
-    stream = out if out is not None else sys.stdout
-    console = Console(file=stream, highlight=False)
-    extra: list[Host] = []
-    try:
-        if args.inventory:
-            extra += load_inventory(args.inventory)
-        if args.nodes:
-            extra += await nodeset_hosts(args.nodes)
-    except DiscoveryError as exc:
-        print(f"shoal discover: {exc}", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    found: list[Host] = []
-    if not args.no_mdns:
-        live = None
-        if not args.json and console.is_terminal:
-            from rich.live import Live
-
-            live = Live(render_table(merge(extra)), console=console, auto_refresh=False)
-            live.start()
-        seen: dict[str, Host] = {}
-
-        def show(host: Host) -> None:
-            seen[host.address] = host
-            if live is not None:
-                live.update(render_table(merge(seen.values(), extra)), refresh=True)
-
-        try:
-            found = await discover(
-                timeout=args.timeout, expect=args.expect, interfaces=args.interface, on_found=show
-            )
-        except OSError as exc:
-            if live is not None:
-                live.stop()
-            print(f"shoal discover: cannot browse mDNS: {exc}", file=sys.stderr)
-            return 2
-        if live is not None:
-            live.update(render_table(merge(found, extra)), refresh=True)
-            live.stop()
-    hosts = merge(found, extra)
-    if args.json:
-        json.dump([h.to_json() for h in hosts], stream, indent=2)
-        stream.write("\n")
-    else:
-        if args.no_mdns or not console.is_terminal:
-            console.print(render_table(hosts))
-        agents = sum(h.agent for h in hosts)
-        print(
-            f"{len(hosts)} host{'s' * (len(hosts) != 1)}, {agents} with an agent "
-            f"({time.monotonic() - started:.2f} s)",
-            file=sys.stderr,
-        )
-    return 0 if hosts else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m shell.discovery [options]``, the same as ``shoal discover``."""
-    parser = argparse.ArgumentParser(prog="shoal discover", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.expect is not None and args.expect < 1:
-        parser.error("--expect must be at least 1")
-    if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    return asyncio.run(run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 __all__ = [

@@ -47,7 +47,7 @@ class Arg:
     flag: bool = False
     required: bool = True
     many: bool = False
-    """Positional only: takes every remaining token (a list)."""
+    """Positional: takes every remaining token; flag: may be repeated. Either way, a list."""
     completion: str | None = None
     """Where the REPL finds candidates: "keys", "machines", "nodes", "commands"..."""
     short: str | None = None
@@ -80,7 +80,8 @@ class Arg:
 class Result:
     """What a handler returns: data for --json, and hints for the people renderers.
 
-    ``rows`` + ``columns`` make a table; ``text`` is a human line; ``raw`` is printed as bytes
+    ``rows`` + ``columns`` make a table (``text`` then heads it); ``text`` alone is a human
+    line; ``raw`` is printed as bytes
     (binary values survive); ``stream`` yields further Results as they happen (watch).
     """
 
@@ -91,6 +92,8 @@ class Result:
     raw: bytes | None = None
     stream: AsyncIterator[Result] | None = None
     code: int = EXIT_OK
+    hint: str | None = None
+    """What to do next, for people at a terminal: printed after the output, never to a pipe."""
 
 
 Handler = Callable[[Any, dict[str, Any]], Awaitable[Result]]
@@ -105,12 +108,17 @@ class Command:
     aliases: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
     description: str = ""
+    terminal: bool = False
+    """The command reads the terminal itself while it runs (``ssh``): front ends must not watch
+    keys or print over it, and leave the terminal to it until it returns."""
 
     def usage(self) -> str:
         parts = [self.name]
         for a in self.args:
             if a.flag:
                 parts.append(f"[{a.option}]" if a.is_switch else f"[{a.option} {a.name.upper()}]")
+                if a.many:
+                    parts[-1] += "..."
             elif a.many:
                 parts.append(f"[{a.name.upper()}...]" if not a.required else f"{a.name.upper()}...")
             else:
@@ -167,7 +175,10 @@ class Command:
                     if not rest:
                         raise UsageError(f"{self.name}: {name} needs a value\n{self.usage()}")
                     inline = rest.pop(0)
-                values[arg.name] = arg.convert(inline)
+                if arg.many:
+                    values[arg.name].append(arg.convert(inline))
+                else:
+                    values[arg.name] = arg.convert(inline)
                 continue
             loose.append(tok)
         for arg in positional:
@@ -328,7 +339,7 @@ class Registry:
 
 def exit_code(exc: BaseException) -> int:
     """The exit code for an exception a command raised (anything unknown: 1, failed)."""
-    from shell.cluster_cli import ClusterUnavailable
+    from shell.clusteraccess import ClusterUnavailable
     from shell.ssh import ControlUnavailable
 
     if isinstance(exc, UsageError):

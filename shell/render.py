@@ -65,6 +65,8 @@ def render(result: Result, options: Options, out: TextIO | None = None) -> None:
     elif result.raw is not None:
         _write_raw(result.raw, out)
     elif result.rows is not None and result.columns is not None:
+        if result.text and not options.no_legend:  # a heading above the table, for people
+            out.write(result.text + "\n")
         if out.isatty() and not options.no_legend:
             _rich_table(result.rows, result.columns, out)
         else:
@@ -76,6 +78,8 @@ def render(result: Result, options: Options, out: TextIO | None = None) -> None:
             out.write(result.text + "\n")
     elif result.data is not None:
         out.write(json.dumps(result.data, indent=2) + "\n")
+    if result.hint and out.isatty() and not options.json and not options.no_legend:
+        out.write(result.hint + "\n")
     out.flush()
 
 

@@ -9,9 +9,9 @@ from shell.registry import Registry
 
 
 def build_registry() -> Registry:
-    from shell.commands import builtin, cluster, elect, kv, lease, parallel
+    from shell.commands import builtin, cluster, discover, elect, kv, lab, lease, parallel, ssh
 
     registry = Registry()
-    for module in (kv, lease, elect, cluster, parallel, builtin):
+    for module in (kv, lease, elect, cluster, discover, parallel, ssh, lab, builtin):
         module.register(registry)
     return registry

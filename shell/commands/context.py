@@ -2,15 +2,16 @@
 
 The connection is made on first use and kept for the whole session or script, so ten commands in
 a ``shoal -c`` line cost one SSH handshake. The member is the first that answers, in the order
-of the cluster's saved state, through the cluster's saved SSH settings (shell/cluster_cli.py).
+of the cluster's saved state, through the cluster's saved SSH settings (shell/clusteraccess.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TextIO
 
 from agent.client import ControlClient, ControlError
 from shell import remote
@@ -19,25 +20,45 @@ from shell.registry import Options, Registry, Unavailable
 from shell.ssh import SSHError, SSHPool
 
 
+def _at_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+async def ask_at_terminal(question: str) -> bool:
+    """A yes/no question on the terminal (in a thread: the event loop keeps running)."""
+    try:
+        answer = await asyncio.to_thread(input, question)
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
 class Context:
-    def __init__(self, registry: Registry, options: Options) -> None:
+    def __init__(self, registry: Registry, options: Options, err: TextIO | None = None) -> None:
         self.registry = registry
         self.options = options
+        self.err = err or sys.stderr
         self.exit_requested = False
+        self.cluster_changed = False
+        """Set when a command made, joined or destroyed a cluster: front ends refresh views."""
+        self.ask: Callable[[str], Awaitable[bool]] | None = (
+            ask_at_terminal if _at_terminal() else None
+        )
+        """How :meth:`confirm` asks; front ends with their own input (the TUI) replace it."""
         self._state: ClusterState | None = None
         self._pool: SSHPool | None = None
         self._client: ControlClient | None = None
         self.member: str | None = None
 
     def state(self) -> ClusterState:
-        from shell.cluster_cli import current_state
+        from shell.clusteraccess import current_state
 
         if self._state is None:
-            self._state = current_state(argparse.Namespace(cluster=self.options.cluster))
+            self._state = current_state(self.options.cluster)
         return self._state
 
     def pool(self) -> SSHPool:
-        from shell.cluster_cli import load_ssh
+        from shell.clusteraccess import load_ssh
 
         if self._pool is None:
             self._pool = load_ssh(self.state()).pool()
@@ -84,6 +105,30 @@ class Context:
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+    def reporter(self) -> Callable[[str, str], None]:
+        """``progress(node, message)`` for long work: lines on stderr (stdout stays the
+        command's output, also with --json), stamped with the seconds since the work began."""
+        started = time.monotonic()
+
+        def progress(node: str, message: str) -> None:
+            self.err.write(f"[{time.monotonic() - started:5.2f}s] {node}: {message}\n")
+            self.err.flush()
+
+        return progress
+
+    async def confirm(self, question: str) -> bool | None:
+        """Ask the person at the terminal; None when nobody is there to ask (a script, a pipe),
+        so the command can say which flag goes ahead without asking."""
+        if self.ask is None:
+            return None
+        return await self.ask(question)
+
+    async def switch_cluster(self) -> None:
+        """Forget the cluster this context talked to (it was just made, changed or destroyed);
+        the next command finds the current one again."""
+        await self.close()
+        self._state, self.member, self.cluster_changed = None, None, True
 
     async def close(self) -> None:
         await self.drop()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from shell import nodesets
-from shell.cluster_cli import ClusterUnavailable, any_member
+from shell.clusteraccess import ClusterUnavailable, any_member
 from shell.commands.context import Context
 from shell.execute import NodeResult, Target, copy, highest_rc, run_parallel
 from shell.gather import format_errors, format_gathered, gather

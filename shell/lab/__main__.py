@@ -1,9 +1,9 @@
-"""``python -m shell.lab up|down|status|...``."""
+"""``python -m shell.lab up|down|status|...``: the same as ``shoal lab ...``."""
 
 from __future__ import annotations
 
 import sys
 
-from shell.lab.cli import main
+from shell.batch import main
 
-sys.exit(main())
+sys.exit(main(["lab", *sys.argv[1:]]))

@@ -98,3 +98,20 @@ def load(name: str, home: Path | None = None) -> LabState:
 
 def exists(name: str, home: Path | None = None) -> bool:
     return state_path(name, home).exists()
+
+
+def labs_up(home: Path | None = None) -> list[LabState]:
+    """Every lab with a record, by name (a half-written record is skipped, not an error)."""
+    from shell.lab.paths import labs_dir
+
+    root = labs_dir(home)
+    found: list[LabState] = []
+    if not root.is_dir():
+        return found
+    for entry in sorted(root.iterdir()):
+        if (entry / STATE_FILE).exists():
+            try:
+                found.append(load(entry.name, home))
+            except (LabError, OSError, ValueError, KeyError, TypeError):
+                continue
+    return found

@@ -9,12 +9,15 @@ either is ready simply waits for it. Every line is parsed like a script line
 
 Ctrl-C while a command runs cancels it (a watch's stream is closed, which cancels it on the
 agent) and returns to the prompt; the keys are read from the same input the prompt uses, in raw
-mode, so this works on a terminal and on the pipe the tests drive. Ctrl-D or ``exit`` leaves.
+mode, so this works on a terminal and on the pipe the tests drive. A command that reads the
+terminal itself (``ssh``: ``Command.terminal``) is left alone with it: no key watching, and its
+Ctrl-C is a byte for the remote side. Ctrl-D or ``exit`` leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -29,7 +32,7 @@ from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import History
 from prompt_toolkit.input import Input
-from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.key_binding import KeyBindings, KeyPress, KeyPressEvent
 from prompt_toolkit.keys import Keys
 from prompt_toolkit.lexers import PygmentsLexer
 from prompt_toolkit.output import Output
@@ -39,7 +42,7 @@ from shell.clusterstate import current, shoal_home
 from shell.registry import EXIT_USAGE, Options, Registry, UsageError, error_message
 from shell.repl.completer import ShellCompleter
 from shell.repl.lexer import ShoalLexer
-from shell.repl.sources import ClusterSources, Source
+from shell.repl.sources import ClusterSources, Source, lab_nodes
 from shell.repl.toolbar import REFRESH_SECONDS, Snapshot, keep_fresh
 
 if TYPE_CHECKING:
@@ -122,9 +125,12 @@ class Repl:
         self._cluster_sources: ClusterSources | None = None
         self._registry_task: asyncio.Task[Registry] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._toolbar: asyncio.Task[Any] | None = None
         self.session: PromptSession[str] | None = None
         self._running: asyncio.Task[int] | None = None
         self._interrupted = False
+        self._terminal_command = False
+        """The running command owns the terminal (Command.terminal): no key watching."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- pieces made lazily ----------------------------------------------------------------
@@ -142,8 +148,22 @@ class Repl:
         if self.ctx is None:
             from shell.commands.context import Context
 
-            self.ctx = Context(await self.get_registry(), self.options)
+            self.ctx = Context(await self.get_registry(), self.options, self.err)
+            self.ctx.ask = self.ask
         return self.ctx
+
+    async def ask(self, question: str) -> bool:
+        """A yes/no question for a command (``cluster destroy``) on the REPL's own input.
+
+        Only commands marked ``terminal`` ask: the REPL is not watching the keys meanwhile, so
+        this prompt owns them, and Ctrl-C cancels the command cleanly.
+        """
+        session: PromptSession[str] = PromptSession(input=self.input, output=self.output)
+        try:
+            answer = await session.prompt_async(question)
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
 
     async def background(self) -> Context:
         """A second connection for the toolbar and completion.
@@ -162,8 +182,8 @@ class Repl:
         if self._sources is not None:
             return self._sources
         if self._cluster_sources is None:
-            if self._bg_ctx is None:
-                return {}
+            if self._bg_ctx is None:  # no cluster (yet): what needs none
+                return {"lab-nodes": lab_nodes}
 
             ctx = self._bg_ctx
 
@@ -251,12 +271,7 @@ class Repl:
         previous = self._catch_sigint()
         if self.registry is None:
             self._registry_task = asyncio.create_task(asyncio.to_thread(_build_registry))
-        if self._status is not None:
-            fetch = self.cluster_status if self._status is True else self._status
-            assert callable(fetch)
-            self._tasks.append(
-                asyncio.create_task(keep_fresh(self.snapshot, fetch, self._redraw, self.refresh))
-            )
+        self._start_toolbar()
         try:
             while True:
                 try:
@@ -294,10 +309,40 @@ class Repl:
         code = 0
         for line in lines:
             code = await self.run_command(line.tokens)
+            if self.ctx is not None and self.ctx.cluster_changed:
+                await self.follow_cluster_change()
             if code == EXIT_INTERRUPTED or (self.ctx is not None and self.ctx.exit_requested):
                 break
         self.out.flush()
         return code
+
+    def _start_toolbar(self) -> None:
+        """Keep the toolbar fresh, unless that is already happening (it stops by itself while
+        there is no cluster, and starts again once a command made one)."""
+        if self._status is None or (self._toolbar is not None and not self._toolbar.done()):
+            return
+        fetch = self.cluster_status if self._status is True else self._status
+        assert callable(fetch)
+        self._toolbar = asyncio.create_task(
+            keep_fresh(self.snapshot, fetch, self._redraw, self.refresh)
+        )
+        self._tasks.append(self._toolbar)
+
+    async def follow_cluster_change(self) -> None:
+        """A command made, joined or destroyed a cluster: the prompt, toolbar and completion
+        follow it (the background connection is made again on the current cluster)."""
+
+        assert self.ctx is not None
+        self.ctx.cluster_changed = False
+        self.snapshot.cluster = self.options.cluster or current(shoal_home()) or "?"
+        self.snapshot.state, self.snapshot.error = "connecting", ""
+        bg, self._bg_ctx, self._cluster_sources = self._bg_ctx, None, None
+        if bg is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(3):
+                    await bg.close()
+        self._start_toolbar()
+        self._redraw()
 
     async def run_command(self, tokens: list[str]) -> int:
         """One command through the registry; Ctrl-C cancels it; errors never end the REPL."""
@@ -314,8 +359,10 @@ class Repl:
             seen["member"] = ctx.member
             return await run_one(ctx, tokens, out, self.err, "")
 
+        owns_terminal = await self._owns_terminal(tokens)
         task = asyncio.create_task(dispatch())
         self._running, self._interrupted = task, False
+        self._terminal_command = owns_terminal
 
         def on_keys() -> None:
             assert self.input is not None
@@ -323,8 +370,12 @@ class Repl:
                 if press.key == Keys.ControlC:
                     self.interrupt()
 
+        lent = self._lend_typeahead() if owns_terminal else []
         try:
-            code = await self._with_keys(task, on_keys)
+            if owns_terminal:  # it reads the keys itself (raw mode) and restores the terminal
+                code = await task
+            else:
+                code = await self._with_keys(task, on_keys)
         except asyncio.CancelledError:
             if not self._interrupted:
                 raise
@@ -334,11 +385,48 @@ class Repl:
             self.err.write(f"shoal: {error_message(exc)}\n")
             return 1
         finally:
-            self._running = None
+            self._running, self._terminal_command = None, False
+            if lent:
+                self._reclaim_typeahead(lent)
         if is_help:
             self.out.write(highlight_help(buffer.getvalue()))
         self._report_lost_member(seen["ctx"], seen["member"], code)
         return code
+
+    async def _owns_terminal(self, tokens: list[str]) -> bool:
+        """Whether the command reads the terminal itself (``ssh``, see Command.terminal)."""
+        try:
+            registry = await self.get_registry()
+            _, rest = self.options.take(tokens)
+            if "--help" in rest or "-h" in rest:
+                return False
+            command, _ = registry.resolve(rest)
+        except Exception:  # a usage error: the usual path runs it, and says what is wrong
+            return False
+        return command.terminal
+
+    def _lend_typeahead(self) -> list[KeyPress]:
+        """Keys the prompt read ahead (``ssh node1⏎ls⏎``) go to the command that takes the
+        terminal, as they would from a shell; the keys, to take back if it never read them."""
+        from prompt_toolkit.input.typeahead import get_typeahead
+
+        from shell import terminal
+
+        if self.session is None:
+            return []
+        keys = get_typeahead(self.session.input)
+        text = "".join(k.data for k in keys)
+        terminal.give_typeahead(text.encode("utf-8", "surrogateescape"))
+        return keys
+
+    def _reclaim_typeahead(self, keys: list[KeyPress]) -> None:
+        """The command ended before reading the keys it was lent: the next prompt gets them."""
+        from prompt_toolkit.input.typeahead import store_typeahead
+
+        from shell import terminal
+
+        if terminal.take_typeahead() and self.session is not None:
+            store_typeahead(self.session.input, keys)
 
     def interrupt(self) -> None:
         """Ctrl-C: cancel the running command, if there is one (at the prompt it clears)."""
@@ -353,6 +441,11 @@ class Repl:
         A Python-level handler, not the loop's: prompt_toolkit saves and restores it around
         each prompt, so it stays in force for the whole session.
         """
+        if self._terminal_command:
+            from shell.terminal import is_raw
+
+            if is_raw(0):  # Ctrl-C is a byte for the remote side now; this came from elsewhere
+                return
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self.interrupt)

@@ -72,6 +72,14 @@ def election_names(kvs: list[tuple[str, int]]) -> list[str]:
     return sorted(names)
 
 
+async def lab_nodes(typed: str) -> list[str]:
+    """The nodes of the labs that are up on this host (from their records: no network)."""
+    from shell.lab.state import labs_up
+
+    names = sorted({node.name for lab in labs_up() for node in lab.nodes})
+    return [n for n in names if n.startswith(typed)]
+
+
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -95,6 +103,7 @@ class ClusterSources:
             "nodes": self.nodes,
             "members": self.nodes,
             "elections": self.elections,
+            "lab-nodes": lab_nodes,
         }
 
     async def _call(self, method: str, **params: Any) -> Any:

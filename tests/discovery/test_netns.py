@@ -160,7 +160,7 @@ def test_discover_command_prints_a_table_and_json(net: Net, tmp_path: Path) -> N
     inventory.write_text("far1 203.0.113.77 2222 region=cloud\n")
     common = ["--interface", OP, "--expect", "2", "--timeout", "10", "--inventory", str(inventory)]
 
-    table = net.start("op", ["-m", "shell.discovery", *common])
+    table = net.start("op", ["-m", "shell.cli", "discover", *common])
     out, err = table.popen.communicate(timeout=20)
     assert table.popen.returncode == 0, err
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
@@ -169,7 +169,7 @@ def test_discover_command_prints_a_table_and_json(net: Net, tmp_path: Path) -> N
     assert rows["203.0.113.77"][1:3] == ["far1", "2222"]
     assert "3 hosts, 1 with an agent" in err
 
-    as_json = net.start("op", ["-m", "shell.discovery", "--json", *common])
+    as_json = net.start("op", ["-m", "shell.cli", "--json", "discover", *common])
     out, err = as_json.popen.communicate(timeout=20)
     assert as_json.popen.returncode == 0, err
     data = {h["address"]: h for h in json.loads(out)}

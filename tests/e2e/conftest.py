@@ -5,9 +5,9 @@ finalizer takes every lab down, and removes whatever ``lab down`` might have mis
 test failed half-way. Nodes are network namespaces with a real sshd each, so everything here
 needs root; without it the tests skip and say why.
 
-The shell has no kv commands yet, so KV traffic goes the two ways an operator has today: the
-library (``remote.call`` over the cluster's saved SSH settings, what the shell's kv commands
-will use) and ``ssh -F <lab>/ssh_config nodeX python3 /var/lib/shoal/<pyz> ctl ...``.
+Besides the ``shoal`` commands under test, checks reach the cluster by routes that do not go
+through them: the library (``remote.call`` over the cluster's saved SSH settings) and
+``ssh -F <lab>/ssh_config nodeX python3 /var/lib/shoal/<pyz> ctl ...`` on a node.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pytest
 
 from agent.client import ControlError
 from shell import clusterstate, remote
-from shell.cluster_cli import load_ssh
+from shell.clusteraccess import load_ssh
 from shell.clusterstate import ClusterState
 from shell.lab import lab as lablib
 from shell.lab import names, net, procs

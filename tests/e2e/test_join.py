@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from agent.client import ControlError
 from shell import clusterstate, remote
-from shell.cluster_cli import load_ssh
+from shell.clusteraccess import load_ssh
 from shell.remote import NodeError
 from shell.ssh import SSHError
 from tests.e2e.conftest import ClusterClient, Shoal, eventually, needs_root, shoal_command, unb64
@@ -102,7 +102,7 @@ def test_join_a_fourth_node_while_writes_flow(shoal: Shoal) -> None:
     # checked: join it, accepting its key, while writes flow
     flow, code, out, err = asyncio.run(join_while_writing(shoal, lab.name, "--accept-new"))
     assert code == 0, f"join exited {code}\n{out}\n{err}"
-    assert json.loads(out) == {"joined": "node4"}
+    assert json.loads(out) == {"joined": "node4", "cluster": lab.name}
     assert flow.failed == [], flow.failed[:5]
     assert flow.at_join_end > flow.at_join_start, "no write completed while the join ran"
 

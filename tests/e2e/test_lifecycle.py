@@ -230,7 +230,7 @@ def test_partitioned_minority_refuses_writes_and_catches_up_after_heal(
 SESSION = """
 import asyncio, base64, sys
 from shell import clusterstate, remote
-from shell.cluster_cli import load_ssh
+from shell.clusteraccess import load_ssh
 
 async def main() -> None:
     state = clusterstate.load(clusterstate.shoal_home(), sys.argv[1])

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from shell import bootstrap
-from shell.cluster_cli import SSHSettings
+from shell.clusteraccess import SSHSettings
 from shell.clusterstate import NodeSpec
 from shell.lab.nodes import installed_agent
 from tests.e2e.conftest import E2ELab, Shoal, needs_root

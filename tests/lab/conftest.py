@@ -6,6 +6,7 @@ a temporary directory. Root-only tests skip with the reason when not root.
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import subprocess
@@ -105,3 +106,15 @@ def reaches(state: LabState, src: str, dst: str) -> bool:
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     return out.startswith("reachable")
+
+
+def lab_command(argv: list[str], out: io.StringIO, err: io.StringIO) -> int:
+    """``shoal lab ARGV`` through the command registry, as the CLI and the REPL run it."""
+    import asyncio
+
+    from shell.batch import Line, run_lines
+    from shell.commands import build_registry
+    from shell.registry import Options
+
+    line = Line(1, ["lab", *argv], " ".join(["lab", *argv]))
+    return asyncio.run(run_lines(build_registry(), [line], Options(), out=out, err=err, where=None))

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from shell.lab import cli, crash, heal, kill, partition, pause, procs, restore, resume, status
+from shell.lab import crash, heal, kill, partition, pause, procs, restore, resume, status
 from shell.lab.errors import LabError
 from shell.lab.nodes import sshd_answers
 from shell.lab.state import LabState
-from tests.lab.conftest import Labs, needs_root, reaches, ssh
+from tests.lab.conftest import Labs, lab_command, needs_root, reaches, ssh
 
 pytestmark = needs_root
 
@@ -60,7 +60,8 @@ def test_partition_cuts_only_the_named_links_and_heal_restores_them(
     out, err = io.StringIO(), io.StringIO()
     try:
         assert (
-            cli.main(["partition", "node1", "--from", "node2", "--name", lab3.name], out, err) == 0
+            lab_command(["partition", "node1", "--from", "node2", "--name", lab3.name], out, err)
+            == 0
         )
         assert "cut node1 off from node2 (2 blackhole routes" in out.getvalue()
         assert not reaches(lab3, "node1", "node2")
@@ -71,7 +72,7 @@ def test_partition_cuts_only_the_named_links_and_heal_restores_them(
         # The operator keeps SSH to every node while they are cut off from each other.
         assert ssh(lab3, "node1", "hostname").stdout.strip() == "node1"
     finally:
-        assert cli.main(["heal", "--name", lab3.name], out, err) == 0, err.getvalue()
+        assert lab_command(["heal", "--name", lab3.name], out, err) == 0, err.getvalue()
     assert "removed 2 blackhole routes" in out.getvalue()
     assert reaches(lab3, "node1", "node2") and reaches(lab3, "node2", "node1")
     assert heal(lab3.name, home=labs.home) == 0

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shell.lab import cli, down, names, net, procs
+from shell.lab import down, names, net, procs
 from shell.lab.errors import LabError
 from shell.lab.lab import up
 from shell.lab.state import LabState, NodeState
-from tests.lab.conftest import Labs, lab_name, needs_root, ssh
+from tests.lab.conftest import Labs, lab_command, lab_name, needs_root, ssh
 
 pytestmark = needs_root
 
@@ -40,16 +40,16 @@ def test_down_leaves_nothing_behind_and_is_safe_to_repeat(
 
     monkeypatch.setenv("SHOAL_HOME", str(labs.home))
     out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["down", "--name", lab.name], out, err) == 0, err.getvalue()
+    assert lab_command(["down", "--name", lab.name], out, err) == 0, err.getvalue()
     # At least sshd on both nodes and the worker (an SSH session may still be closing).
     removed = re.search(r"removed: 2 namespaces, 1 bridge, (\d+) processes", out.getvalue())
     assert removed and int(removed.group(1)) >= 3, out.getvalue()
     _assert_gone(lab, pids)
 
     again = io.StringIO()
-    assert cli.main(["down", "--name", lab.name], again, err) == 0
+    assert lab_command(["down", "--name", lab.name], again, err) == 0
     assert again.getvalue().strip() == f"no lab named {lab.name!r}: nothing to remove"
-    assert cli.main(["status", "--name", lab.name], io.StringIO(), err) == 1
+    assert lab_command(["status", "--name", lab.name], io.StringIO(), err) == 1
     assert f"no lab named {lab.name!r}" in err.getvalue()
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shell.lab import cli, lab, status
+from shell.lab import lab, status
 from shell.lab.state import LabState
-from tests.lab.conftest import Labs, in_node, needs_root, ssh
+from tests.lab.conftest import Labs, in_node, lab_command, needs_root, ssh
 
 pytestmark = needs_root
 
@@ -142,7 +142,7 @@ def test_up_on_an_existing_lab_says_so(
 ) -> None:
     monkeypatch.setenv("SHOAL_HOME", str(labs.home))
     out, err = io.StringIO(), io.StringIO()
-    assert cli.main(["up", "--name", lab3.name], out, err) == 1
+    assert lab_command(["up", "--name", lab3.name], out, err) == 1
     assert f"lab {lab3.name!r} already exists (3 nodes" in err.getvalue()
     assert status(lab3.name, home=labs.home).nodes[0].sshd == "up"
 
