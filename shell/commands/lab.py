@@ -74,7 +74,7 @@ def _data(report: Any) -> Any:
     return report
 
 
-async def up(ctx: Context, a: dict[str, Any]) -> Result:
+async def up_cmd(ctx: Context, a: dict[str, Any]) -> Result:
     progress = ctx.reporter()
     await finish(ctx, lambda: lab.up(a["name"], a["nodes"], progress=lambda m: progress("lab", m)))
     st = lab_status(a["name"])
@@ -151,20 +151,38 @@ def _node_count(text: str) -> int:
     return count
 
 
-NAME = Arg("name", "which lab", flag=True, default=DEFAULT_LAB)
+NAME = Arg("name", f"which lab (default: the only one that is up, else {DEFAULT_LAB!r})", flag=True)
+
+
+def which_lab(handler: Any) -> Any:
+    """Without --name, a lab command means the only lab that is up (``lab up``: a new one
+    called "lab"), as ``cluster init`` does."""
+
+    async def run(ctx: Context, a: dict[str, Any]) -> Result:
+        if not a["name"]:
+            from shell.lab.state import labs_up
+
+            up = labs_up() if handler is not up_cmd else []
+            a = {**a, "name": up[0].name if len(up) == 1 else DEFAULT_LAB}
+        result: Result = await handler(ctx, a)
+        return result
+
+    return run
+
+
 NODE = Arg("node", "a lab node, e.g. node2", completion="lab-nodes")
 
 
 def register(registry: Registry) -> None:
     def add(name: str, summary: str, handler: Any, args: list[Arg], *examples: str) -> None:
         registry.register(
-            Command(f"lab {name}", summary, handler, [*args, NAME], examples=examples)
+            Command(f"lab {name}", summary, which_lab(handler), [*args, NAME], examples=examples)
         )
 
     add(
         "up",
         "create a lab: network-namespace machines with real sshd (root)",
-        up,
+        up_cmd,
         [
             Arg(
                 "nodes",
