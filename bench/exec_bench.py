@@ -227,6 +227,8 @@ def stop_masters(lab: LabState, count: int, cmdir: Path) -> int:
 
     Returns how many processes were still there after ``-O exit`` and had to be signalled."""
     cfg = str(lab.dir / "ssh_config")
+    table = _proc_table()
+    _GONE_CPU[0] += sum(table[pid][2] for pid in _pids_mentioning(str(cmdir)) if pid in table)
     for n in lab.nodes[:count]:
         subprocess.run(
             ["ssh", "-F", cfg, "-o", f"ControlPath={cmdir}/cm-%C", "-O", "exit", n.name],
@@ -295,9 +297,14 @@ def pssh_figures(
     return data["cold"], data["warm"], None
 
 
-def _proc_table() -> dict[int, tuple[int, float, str]]:
-    """pid -> (ppid, CPU s including reaped children, command line) for user-space processes."""
-    table: dict[int, tuple[int, float, str]] = {}
+# CPU seconds of our processes that were reaped outside our process tree (the ssh ControlMaster
+# daemons, re-parented to PID 1), recorded just before they were stopped; see OthersMeter.
+_GONE_CPU = [0.0]
+
+
+def _proc_table() -> dict[int, tuple[int, float, float, str]]:
+    """pid -> (ppid, own CPU s, CPU s including reaped children, command line)."""
+    table: dict[int, tuple[int, float, float, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -306,31 +313,39 @@ def _proc_table() -> dict[int, tuple[int, float, str]]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue
-        if not cmd:  # kernel threads
-            continue
-        cpu = sum(int(x) for x in f[11:15]) / CLK_TCK  # utime stime cutime cstime
-        table[int(entry.name)] = (int(f[1]), cpu, cmd)
+        own = (int(f[11]) + int(f[12])) / CLK_TCK  # utime stime
+        table[int(entry.name)] = (int(f[1]), own, own + (int(f[13]) + int(f[14])) / CLK_TCK, cmd)
     return table
 
 
-class OthersMeter:
-    """CPU used by processes that are not this benchmark's while a row is measured.
+def _machine_busy() -> float:
+    """CPU seconds spent in user and system mode on all CPUs since boot."""
+    with open("/proc/stat") as fh:
+        f = fh.readline().split()[1:]
+    return (int(f[0]) + int(f[1]) + int(f[2])) / CLK_TCK
 
-    Ours: this process's descendants (the clients, clush and its ssh, the lab's sshds) and
-    anything whose command line names ``mark`` (the lab directory: the ssh ControlMaster daemons,
-    which are re-parented to PID 1). PID 1 is left out (it reaps the orphaned masters), and so
-    are processes that started and ended inside the window with an orphan's parent."""
+
+class OthersMeter:
+    """CPU used by processes that are not this benchmark's while a row is measured (cores).
+
+    The machine's user + system time minus ours minus kernel threads'. Ours: this process and
+    its descendants with the children they reaped (the clients, clush and its ssh, the lab's
+    sshds and their sessions), anything whose command line names ``mark`` (the lab directory:
+    the ssh ControlMaster daemons, re-parented to PID 1), and ``_GONE_CPU`` for those masters
+    once stopped."""
 
     def __init__(self, mark: str) -> None:
         self.mark = mark
         self.t0 = time.monotonic()
+        self.busy0 = _machine_busy()
+        self.gone0 = _GONE_CPU[0]
         self.start = _proc_table()
 
-    def _ours(self, table: dict[int, tuple[int, float, str]]) -> set[int]:
+    def _ours(self, table: dict[int, tuple[int, float, float, str]]) -> set[int]:
         kids: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in table.items():
-            kids.setdefault(ppid, []).append(pid)
-        ours = {pid for pid, (_, _, cmd) in table.items() if self.mark in cmd}
+        for pid, row in table.items():
+            kids.setdefault(row[0], []).append(pid)
+        ours = {pid for pid, row in table.items() if self.mark in row[3]}
         todo = [os.getpid()]
         while todo:
             pid = todo.pop()
@@ -340,13 +355,19 @@ class OthersMeter:
 
     def cores(self) -> float:
         end = _proc_table()
+        busy = _machine_busy() - self.busy0
         wall = time.monotonic() - self.t0
-        ours = self._ours(self.start) | self._ours(end) | {1}
-        used = 0.0
-        for pid, (_, cpu, _) in end.items():
-            if pid not in ours:
-                used += max(0.0, cpu - self.start.get(pid, (0, 0.0, ""))[1])
-        return used / wall if wall > 0 else 0.0
+        ours_pids = self._ours(self.start) | self._ours(end)
+        ours = _GONE_CPU[0] - self.gone0
+        kthreads = 0.0
+        for pid, (_, own, total, cmd) in end.items():
+            if pid in ours_pids:
+                before = self.start.get(pid)
+                ours += total - (before[2] if before else 0.0)
+            elif not cmd:  # kernel threads
+                before = self.start.get(pid)
+                kthreads += own - (before[1] if before else 0.0)
+        return max(0.0, busy - ours - kthreads) / wall if wall > 0 else 0.0
 
 
 def wait_quiet(mark: str, limit: float, max_wait: float) -> float:
@@ -471,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         lablib.down(name, home=home)
         shutil.rmtree(home, ignore_errors=True)
     whole_cores, whole_wall = whole.cores(), time.monotonic() - whole.t0
-    command = "python bench/exec_bench.py" + (
+    command = ".venv/bin/python bench/exec_bench.py" + (
         f" --pssh-python {args.pssh_python}" if args.pssh_python else ""
     )
     if args.json:
@@ -482,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         START,
         "## Parallel exec — `bench/exec_bench.py`",
         "",
-        f"Command: `{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
+        f"Command (as root): `{command}` — {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, asyncssh "
         f"{asyncssh.__version__}, {versions(args.pssh_python)}. Lab nodes (network namespaces "
         f"with real sshd) on this host; medians in seconds, {args.cold} cold rounds (and plain "
