@@ -40,14 +40,16 @@ async def finish(ctx: Context, work: Callable[[], T]) -> T:
 
 
 def next_steps(state_dir: str, nodes: Sequence[str]) -> list[str]:
-    """What to type next after ``lab up``."""
+    """What to type next after ``lab up``, comments aligned."""
     name = Path(state_dir).name
     named = "" if name == DEFAULT_LAB else f" --lab {name}"
-    return [
-        f"cluster init{named}          # make these machines a cluster",
-        "discover                 # see them answer over mDNS",
-        f"ssh -F {state_dir}/ssh_config {nodes[0]} hostname   # from your own shell",
+    steps = [
+        (f"cluster init{named}", "make these machines a cluster"),
+        ("discover", "see them answer over mDNS"),
+        (f"ssh -F {state_dir}/ssh_config {nodes[0]}", "a node, from your own shell"),
     ]
+    width = max(len(command) for command, _ in steps)
+    return [f"{command:<{width}}   # {why}" for command, why in steps]
 
 
 def status_result(st: LabStatus, hint: str | None = None) -> Result:
