@@ -18,7 +18,8 @@ stream ends with ``{"id": 7, "ok": true, "done": true}`` (or an error line). ``c
 ``{"id": 7}`` ends a stream early; closing the connection ends them all.
 
 Error codes: bad-request, unknown-method, not-leader, no-leader, timeout, proposal-lost, busy,
-not-found, stopping, internal.
+not-found, stopping, removed (this machine is no longer a member; only ``status`` and ``ping``
+answer), internal.
 """
 
 from __future__ import annotations

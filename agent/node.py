@@ -5,6 +5,16 @@ messages, ticks, proposals, reads, membership changes — is queued and handed t
 top of the loop, never while a Ready is being carried out. Each turn of the loop then does what
 Raft requires, in order: persist (one fsync, off the event loop so peer I/O keeps flowing and
 more work batches into the next turn) → send → apply → advance.
+
+A member that is removed from the membership learns it, stops taking part and exits (as etcd's
+members do), instead of lingering as a follower that tells clients there is no leader: either it
+applies the change that removes it, or a member refuses its messages with a ``removed`` notice
+(a :class:`PeerCall` of method ``removed``; see :meth:`Agent._from_removed`). Which ids were
+removed is derived from committed CONF_CHANGE entries and kept in the runtime's snapshot header,
+so it survives compaction and restarts; a brand-new id (a learner joining) is never in it. The
+removed machine records its removal in ``<data_dir>/REMOVED``: restarted, it refuses to start,
+unless its config says it joins (``join = true``: ``shoal cluster join`` adds it again), in which
+case it waits, reporting role ``removed``, until the leader adds it back.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from agent import __version__
@@ -33,6 +44,7 @@ from agent.errors import (
     NO_LEADER,
     NOT_LEADER,
     PROPOSAL_LOST,
+    REMOVED,
     STOPPING,
     TIMEOUT,
     AgentError,
@@ -62,8 +74,10 @@ from agent.raft.types import (
     HardState,
     Snapshot,
 )
+from agent.snapshotting import SnapshotJob, restore_machine
 from agent.statemachine import StateMachine
 from agent.storage import DiskStorage
+from agent.storage.fileio import FILE_MODE, fsync_dir, write_all
 from agent.tls import client_context, server_context
 from agent.transport import PeerTransport
 
@@ -72,6 +86,17 @@ log = logging.getLogger("shoal.raft")
 
 _SNAP_HEADER = struct.Struct(">I")
 _LEADER_EARLY = (AppendRequest, Heartbeat, SnapshotRequest)
+_LEADER_TRAFFIC = _LEADER_EARLY
+"""What a removed node still takes in: only a leader adding it back would send it these."""
+
+REMOVED_NOTICE = "removed"
+"""Peer method a member calls on a node it no longer counts as a member (see _tell_removed)."""
+REMOVED_MARKER = "REMOVED"
+"""File in the data directory recording that this machine was removed (see _enter_removed)."""
+NOTICE_INTERVAL = 1.0
+"""Seconds between two notices to the same removed node (it may send a message per tick)."""
+NOTICE_LINK_SECONDS = 10.0
+"""How long a link dialed only to tell a removed node is kept after its last message."""
 
 
 @dataclass
@@ -80,22 +105,70 @@ class _Waiter:
     future: asyncio.Future[Any]
 
 
-def encode_snapshot(peers: dict[str, str], machine_data: bytes) -> bytes:
-    """The runtime's snapshot: the member address book, then the state machine's own bytes.
+@dataclass(frozen=True)
+class RemovedMember:
+    """A node that was a member until the committed CONF_CHANGE at ``index`` removed it (and
+    has not been added back since); ``address`` is where it listened, to tell it so."""
 
-    Addresses ride in the snapshot because a member added at runtime is known only from its
-    CONF_CHANGE entry, which compaction removes from the log.
+    index: int
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class RuntimeSnapshot:
+    """What :func:`decode_snapshot` finds: the header's address book and removed members, and
+    the state machine's bytes."""
+
+    peers: dict[str, str]
+    removed: dict[str, RemovedMember]
+    machine: bytes
+
+
+@dataclass(frozen=True)
+class Removal:
+    """This machine was removed from the cluster by the change at ``index`` (0: unknown)."""
+
+    index: int
+    learned: str
+    """How it learned: applied the change itself, or which member refused its messages."""
+    at: float
+
+
+def encode_snapshot(
+    peers: dict[str, str],
+    machine_data: bytes,
+    removed: dict[str, RemovedMember] | None = None,
+) -> bytes:
+    """The runtime's snapshot: a header (the member address book and the members removed so
+    far), then the state machine's own bytes.
+
+    Both ride in the snapshot because they are known only from CONF_CHANGE entries, which
+    compaction removes from the log: the address of a member added at runtime, and which ids
+    were members once and were removed (a member refuses such a node's messages with a notice).
     """
-    header = json.dumps({"v": 1, "peers": peers}, separators=(",", ":")).encode()
+    head: dict[str, Any] = {"v": 1, "peers": peers}
+    if removed:
+        head["removed"] = {
+            node: {"index": gone.index, "address": gone.address}
+            for node, gone in sorted(removed.items())
+        }
+    header = json.dumps(head, separators=(",", ":")).encode()
     return _SNAP_HEADER.pack(len(header)) + header + machine_data
 
 
-def decode_snapshot(data: bytes) -> tuple[dict[str, str], bytes]:
+def decode_snapshot(data: bytes) -> RuntimeSnapshot:
+    """Read what :func:`encode_snapshot` wrote (a header without ``removed`` has none)."""
     if len(data) < _SNAP_HEADER.size:
-        return {}, b""
+        return RuntimeSnapshot({}, {}, b"")
     (size,) = _SNAP_HEADER.unpack_from(data)
     header = json.loads(data[_SNAP_HEADER.size : _SNAP_HEADER.size + size])
-    return dict(header.get("peers", {})), data[_SNAP_HEADER.size + size :]
+    removed: dict[str, RemovedMember] = {}
+    for node, gone in dict(header.get("removed", {})).items():
+        address = gone.get("address")
+        removed[str(node)] = RemovedMember(
+            int(gone["index"]), str(address) if address is not None else None
+        )
+    return RuntimeSnapshot(dict(header.get("peers", {})), removed, data[_SNAP_HEADER.size + size :])
 
 
 def bootstrap_entries(peers: dict[str, tuple[str, int]]) -> list[Entry]:
@@ -145,12 +218,32 @@ class Agent:
         self._recent_results: dict[int, tuple[int, Any]] = {}
         self._background: set[asyncio.Future[None]] = set()
         self._snapshot_index = 0
+        self._snapshot_job: SnapshotJob | None = None
+        self._snapshot_waiters: list[asyncio.Future[int]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._last_soft: tuple[Role, str | None, int] | None = None
         self._durable_term_vote: tuple[int, str | None] = (0, None)
         self.leadership_listeners: list[Callable[[bool], None]] = []
         """Called with True when this node becomes leader and False when it stops leading."""
         self._leading = False
+        # Removal (see the module docstring).
+        self.removed_members: dict[str, RemovedMember] = {}
+        """Nodes that were members and were removed by a committed change, not added back."""
+        self._removed_through = 0
+        """The index through which removed_members reflects the committed CONF_CHANGEs."""
+        self._member_at = 0
+        """The latest index at which a committed change (or a snapshot) shows this node a member."""
+        self.removal: Removal | None = None
+        """Set once this node learns it was removed: it then serves nothing but status."""
+        self._awaiting_readd = False
+        """Started removed, as a joiner: wait to be added back instead of exiting."""
+        self.removal_grace = max(2.0, 2 * config.election_ticks * config.tick_ms / 1000)
+        """Seconds a removed agent keeps answering (role removed, error removed) before exiting."""
+        self._exit_handle: asyncio.TimerHandle | None = None
+        self._marker_task: asyncio.Future[None] | None = None
+        self._notice_links: dict[str, tuple[str, float]] = {}
+        """Removed nodes dialed only to tell them so: address and until when (loop time)."""
+        self._noticed: dict[str, float] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -171,13 +264,19 @@ class Agent:
             self._durable_term_vote = (hard_state.term, hard_state.vote)
             log.info("bootstrapped a new cluster with members %s", ", ".join(sorted(cfg.peers)))
         if rec.snapshot is not None:
-            peers, machine_data = decode_snapshot(rec.snapshot.data)
-            self.addresses.update(peers)
-            self.machine.restore(machine_data)
+            contents = decode_snapshot(rec.snapshot.data)
+            self.addresses.update(contents.peers)
+            self.removed_members = dict(contents.removed)
+            self._removed_through = rec.snapshot.meta.index
+            if cfg.node_id in rec.snapshot.meta.conf.members:
+                self._member_at = rec.snapshot.meta.index
+            restore_machine(self.machine, contents.machine)
             self._snapshot_index = rec.snapshot.meta.index
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
-                self._note_conf_change(entry)
+                # Removals count once committed: an uncommitted change may yet be replaced.
+                self._note_conf_change(entry, committed=entry.index <= hard_state.commit)
+        await self._check_removed_at_start()
         self.raft = RaftNode(
             RaftConfig(
                 id=cfg.node_id,
@@ -219,6 +318,53 @@ class Agent:
         if fresh and not cfg.join and cfg.node_id == min(cfg.peers):
             self._tasks.append(asyncio.create_task(self._first_campaign(), name="first-vote"))
 
+    async def _check_removed_at_start(self) -> None:
+        """Refuse to start a machine that was removed, unless its config says it joins anew.
+
+        Removal is known from the log (a committed change removed this node and none added it
+        back) or from the REMOVED file, which also covers a removal learned from a member's
+        notice. A marker older than a later re-add in the log is stale and goes.
+        """
+        cfg = self.config
+        me = cfg.node_id
+        gone = self.removed_members.get(me)
+        marker = await asyncio.to_thread(self._read_marker)
+        if marker is not None and gone is None and 0 < marker.index < self._member_at:
+            log.info(
+                "this machine was added back (index %d) after the removal recorded in %s "
+                "(index %d); forgetting it",
+                self._member_at,
+                self._marker_path(),
+                marker.index,
+            )
+            await asyncio.to_thread(self._delete_marker)
+            marker = None
+        if gone is None and marker is None:
+            return
+        removal = marker or Removal(gone.index if gone else 0, "its own log", time.time())
+        if gone is not None and gone.index > removal.index:
+            removal = Removal(gone.index, "its own log", removal.at)
+        if not cfg.join:
+            self.stop_reason = "removed from the cluster"
+            log.error(
+                "refusing to start: this machine was removed from the cluster by the change at "
+                "index %d (learned from %s); its data in %s is kept",
+                removal.index,
+                removal.learned,
+                cfg.data_dir,
+            )
+            raise AgentError(REMOVED, self.removed_message())
+        self.removal = removal
+        self._awaiting_readd = True
+        if marker is None:
+            await asyncio.to_thread(self._write_marker, removal)
+        log.warning(
+            "this machine was removed from the cluster by the change at index %d; its config "
+            "says join = true, so it starts and waits for the leader to add it again "
+            "(until then it serves only status)",
+            removal.index,
+        )
+
     async def _first_campaign(self) -> None:
         """A brand-new cluster need not sit out a whole election timeout before it can serve:
         its first member (by id) campaigns as soon as it reaches a majority. Pre-vote makes
@@ -237,12 +383,17 @@ class Agent:
     async def stop(self, reason: str = "stopping") -> None:
         if not self.stop_reason:
             self.stop_reason = reason
+        if self._exit_handle is not None:
+            self._exit_handle.cancel()
+            self._exit_handle = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if self._snapshot_job is not None:
+            self._snapshot_job.task.cancel()
         if self.transport is not None:
             await self.transport.stop()
         if self.storage is not None:
@@ -253,10 +404,13 @@ class Agent:
     # --- inputs from the transport and the clock --------------------------------------------
 
     def _on_message(self, msg: Message) -> None:
+        if isinstance(msg, PeerCall) and msg.method == REMOVED_NOTICE:
+            self._spawn(self._on_removed_notice(msg))
+            return
+        if self._from_removed(msg):
+            return
         if isinstance(msg, PeerCall):
-            task = asyncio.ensure_future(self._serve_peer_call(msg))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._spawn(self._serve_peer_call(msg))
             return
         if isinstance(msg, PeerCallResponse):
             fut = self._peer_calls.pop(msg.ctx, None)
@@ -278,6 +432,7 @@ class Agent:
         reply = PeerCallResponse(0, self.config.node_id, msg.src, msg.ctx)
         handler = self.peer_methods.get(msg.method)
         try:
+            self.check_removed()
             if handler is None:
                 raise AgentError(BAD_REQUEST, f"unknown peer method {msg.method!r}")
             try:
@@ -316,6 +471,7 @@ class Agent:
         self, method: str, params: dict[str, Any], timeout: float | None = None
     ) -> Any:
         """Run a peer method on the leader: locally when this node leads, else over the link."""
+        self.check_removed()
         raft = self.raft
         assert raft is not None
         handler = self.peer_methods[method]
@@ -325,6 +481,240 @@ class Agent:
         if leader == self.config.node_id:
             return await handler(params)
         return await self.call_peer(leader, method, params, self._timeout(timeout))
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # --- removal ---------------------------------------------------------------------------
+
+    def removed_message(self) -> str:
+        """What a removed machine answers every request with (and refuses to start with)."""
+        cluster = self.config.cluster_name or self.config.cluster_id
+        where = f"cluster {cluster}" if cluster else "its cluster"
+        return f"this machine was removed from {where}; `shoal cluster join` adds it again"
+
+    def check_removed(self) -> None:
+        """Raise the ``removed`` error once this machine knows it is no longer a member."""
+        if self.removal is not None:
+            raise AgentError(REMOVED, self.removed_message())
+
+    def _from_removed(self, msg: Message) -> bool:
+        """Refuse a message from a node removed from the membership this node applied (only an
+        id that was a member once: a learner being added is not in ``removed_members``), and
+        tell the sender. True when the message was refused."""
+        gone = self.removed_members.get(msg.src)
+        raft = self.raft
+        if gone is None or raft is None or self.removal is not None:
+            return False
+        if msg.src in raft.conf.members:  # cannot happen: both follow the applied changes
+            return False
+        self._tell_removed(msg, gone)
+        return True
+
+    def _tell_removed(self, msg: Message, gone: RemovedMember) -> None:
+        """Answer a removed node: fail its peer call with ``removed`` and, at most once a
+        second, send it a ``removed`` notice. The transport writes only on links it dialed, so
+        one is dialed to the removed node's last address for a few seconds."""
+        assert self.transport is not None
+        peer, me = msg.src, self.config.node_id
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        first = peer not in self._noticed
+        if gone.address is None:
+            if first:
+                self._noticed[peer] = now
+                log.warning(
+                    "%s was removed from the cluster (index %d) but still sends messages; its "
+                    "address is unknown, so it cannot be told",
+                    peer,
+                    gone.index,
+                )
+            return
+        linked = peer in self._notice_links
+        self._notice_links[peer] = (gone.address, now + NOTICE_LINK_SECONDS)
+        if not linked:
+            self.transport.set_peers(self._peer_addresses())
+            loop.call_later(NOTICE_LINK_SECONDS, self._drop_notice_link, peer)
+        out: list[Message] = []
+        if isinstance(msg, PeerCall):
+            out.append(
+                PeerCallResponse(0, me, peer, msg.ctx, error=self.removed_message(), code=REMOVED)
+            )
+        if first or now - self._noticed[peer] >= NOTICE_INTERVAL:
+            if first:
+                log.info(
+                    "%s was removed from the cluster by the change at index %d but still sends "
+                    "messages; telling it so",
+                    peer,
+                    gone.index,
+                )
+            self._noticed[peer] = now
+            body = {
+                "index": gone.index,
+                "cluster_id": self.config.cluster_id,
+                "cluster_name": self.config.cluster_name,
+            }
+            out.append(
+                PeerCall(
+                    0,
+                    me,
+                    peer,
+                    f"{me}-r{next(self._read_ids)}",
+                    REMOVED_NOTICE,
+                    json.dumps(body, separators=(",", ":")).encode(),
+                )
+            )
+        self.transport.send(out)
+
+    def _drop_notice_link(self, peer: str) -> None:
+        entry = self._notice_links.get(peer)
+        if entry is None:
+            return
+        delay = entry[1] - asyncio.get_running_loop().time()
+        if delay > 0:  # it kept talking: keep the link a while longer
+            asyncio.get_running_loop().call_later(delay, self._drop_notice_link, peer)
+            return
+        del self._notice_links[peer]
+        if self.transport is not None:
+            self.transport.set_peers(self._peer_addresses())
+
+    async def _on_removed_notice(self, msg: PeerCall) -> None:
+        """A member says this node was removed at some index: believe it unless this node
+        knows of its own re-addition after that index (a lagging member's stale word)."""
+        if self.removal is not None:
+            return
+        try:
+            index = int(json.loads(msg.body)["index"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring a malformed removal notice from %s", msg.src)
+            return
+        me = self.config.node_id
+
+        def readded(raft: RaftNode) -> bool:
+            if self._member_at > index or (raft.applied >= index and me in raft.conf.members):
+                return True
+            for entry in raft.log_entries(index + 1, raft.last_index + 1):
+                if entry.kind is EntryKind.CONF_CHANGE:
+                    with contextlib.suppress(ValueError, KeyError):
+                        cc = ConfChange.decode(entry.data)
+                        if cc.node == me and cc.op is not ConfChangeOp.REMOVE:
+                            return True
+            return False
+
+        try:
+            if await self.call(readded):
+                log.info(
+                    "ignoring %s's notice that this machine was removed at index %d: "
+                    "it was added back later",
+                    msg.src,
+                    index,
+                )
+                return
+        except AgentError:  # stopping
+            return
+        self._enter_removed(index, f"{msg.src}, which refused its messages")
+
+    def _enter_removed(self, index: int, learned: str) -> None:
+        """Stop taking part: no ticks (no campaigns), every request answers ``removed``, the
+        removal is recorded on disk, and the agent exits after a short grace."""
+        if self.removal is not None:
+            return
+        removal = Removal(index, learned, time.time())
+        self.removal = removal
+        error = AgentError(REMOVED, self.removed_message())
+        self._fail_all(error)
+        for fut in list(self._peer_calls.values()):
+            if not fut.done():
+                fut.set_exception(error)
+        self._marker_task = self._spawn(asyncio.to_thread(self._write_marker, removal))
+        exiting = not self._awaiting_readd
+        log.warning(
+            "%s: the membership change at index %d removed it (learned from %s); it no longer "
+            "takes part%s; its data in %s is kept",
+            self.removed_message(),
+            index,
+            learned,
+            f" and stops in {self.removal_grace:g}s" if exiting else "",
+            self.config.data_dir,
+        )
+        if exiting:
+            self._exit_handle = asyncio.get_running_loop().call_later(
+                self.removal_grace, self._exit_removed
+            )
+
+    def _exit_removed(self) -> None:
+        self._exit_handle = None
+        if self.removal is not None:
+            self._spawn(self._stop_removed())
+
+    async def _stop_removed(self) -> None:
+        if self._marker_task is not None:
+            with contextlib.suppress(Exception):
+                await self._marker_task
+        await self.stop("removed from the cluster")
+
+    def _readded(self, index: int) -> None:
+        """A committed change added this node back after its removal: take part again."""
+        if self.removal is None or index <= self.removal.index:
+            return
+        log.info("added to the cluster again by the change at index %d; taking part", index)
+        self.removal = None
+        self._awaiting_readd = False
+        if self._exit_handle is not None:
+            self._exit_handle.cancel()
+            self._exit_handle = None
+        self._marker_task = self._spawn(asyncio.to_thread(self._delete_marker))
+
+    def _marker_path(self) -> Path:
+        return self.config.data_dir / REMOVED_MARKER
+
+    def _read_marker(self) -> Removal | None:
+        path = self._marker_path()
+        try:
+            raw = json.loads(path.read_text())
+            return Removal(int(raw["index"]), str(raw.get("learned", "")), float(raw["at"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("%s is unreadable (%s); taking it as a removal", path, exc)
+            return Removal(0, f"an unreadable {path.name} file", time.time())
+
+    def _write_marker(self, removal: Removal) -> None:
+        """Record the removal durably (temp file, fsync, rename, fsync the directory)."""
+        cfg = self.config
+        data = json.dumps(
+            {
+                "node_id": cfg.node_id,
+                "cluster_id": cfg.cluster_id,
+                "cluster_name": cfg.cluster_name,
+                "index": removal.index,
+                "learned": removal.learned,
+                "at": removal.at,
+                "message": self.removed_message(),
+            },
+            indent=1,
+        ).encode()
+        path = self._marker_path()
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        try:
+            write_all(fd, data + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+
+    def _delete_marker(self) -> None:
+        path = self._marker_path()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            fsync_dir(path.parent)
+
+    # --- more inputs ---------------------------------------------------------------------------
 
     def _on_peer_down(self, peer: str) -> None:
         self._calls.append((lambda raft: raft.report_unreachable(peer), _done_future()))
@@ -355,13 +745,14 @@ class Agent:
                 while raft.has_ready():
                     await self._handle_ready(raft, raft.ready())
                     self._feed(raft)
-                if raft.is_removed:
-                    log.warning("this node was removed from the cluster; stopping the agent")
-                    asyncio.get_running_loop().call_soon(
-                        lambda: asyncio.ensure_future(self.stop("removed from the cluster"))
+                if raft.is_removed and self.removal is None:
+                    gone = self.removed_members.get(self.config.node_id)
+                    self._enter_removed(
+                        gone.index if gone is not None else raft.applied,
+                        "the membership change it applied",
                     )
-                    return
-                await self._maybe_compact(raft)
+                if self.removal is None:
+                    await self._maybe_compact(raft)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -372,12 +763,16 @@ class Agent:
 
     def _feed(self, raft: RaftNode) -> None:
         """Hand queued inputs to the core (never while a Ready is out)."""
+        removed = self.removal is not None
         inbox, self._inbox = self._inbox, []
         for msg in inbox:
+            if removed and not isinstance(msg, _LEADER_TRAFFIC):
+                continue  # only a leader adding it back has anything to say to it
             raft.step(msg)
         ticks, self._ticks = self._ticks, 0
-        for _ in range(ticks):
-            raft.tick()
+        if not removed:  # a removed node never campaigns, whatever its log says
+            for _ in range(ticks):
+                raft.tick()
         calls, self._calls = self._calls, []
         for fn, fut in calls:
             if fut.done():
@@ -460,13 +855,18 @@ class Agent:
                 )
 
     def _install_snapshot(self, snap: Snapshot) -> None:
-        peers, machine_data = decode_snapshot(snap.data)
+        contents = decode_snapshot(snap.data)
         own = self.addresses.get(self.config.node_id)
-        self.addresses = dict(peers)
+        self.addresses = dict(contents.peers)
         if own is not None:
             self.addresses.setdefault(self.config.node_id, own)
-        self.machine.restore(machine_data)
+        self.removed_members = dict(contents.removed)
+        self._removed_through = snap.meta.index
+        restore_machine(self.machine, contents.machine)
         self._snapshot_index = snap.meta.index
+        if self.config.node_id in snap.meta.conf.members:
+            self._member_at = max(self._member_at, snap.meta.index)
+            self._readded(snap.meta.index)
         if self.transport is not None:
             self.transport.set_peers(self._peer_addresses())
         for index in [i for i in self._proposals if i <= snap.meta.index]:
@@ -480,13 +880,25 @@ class Agent:
                 )
         log.info("installed a snapshot at index %d from the leader", snap.meta.index)
 
-    def _note_conf_change(self, entry: Entry) -> None:
-        """Keep the address book in step with the membership (addresses ride in the entry)."""
+    def _note_conf_change(self, entry: Entry, committed: bool = True) -> None:
+        """Keep the address book in step with the membership (addresses ride in the entry),
+        and, from committed changes, the set of removed members."""
         try:
             cc = ConfChange.decode(entry.data)
         except (ValueError, KeyError):
             log.error("ignoring a malformed membership change at index %d", entry.index)
             return
+        if committed and entry.index > self._removed_through:
+            self._removed_through = entry.index
+            if cc.op is ConfChangeOp.REMOVE:
+                self.removed_members[cc.node] = RemovedMember(
+                    entry.index, self.addresses.get(cc.node)
+                )
+            else:
+                self.removed_members.pop(cc.node, None)
+                if cc.node == self.config.node_id:
+                    self._member_at = entry.index
+                    self._readded(entry.index)
         address = cc.context.get("address")
         if cc.op is ConfChangeOp.REMOVE and cc.node != self.config.node_id:
             self.addresses.pop(cc.node, None)
@@ -496,11 +908,16 @@ class Agent:
             self.transport.set_peers(self._peer_addresses())
 
     def _peer_addresses(self) -> dict[str, tuple[str, int]]:
-        return {
+        peers = {
             node: parse_address(addr, f"address of {node}")
             for node, addr in self.addresses.items()
             if node != self.config.node_id
         }
+        for node, (addr, _) in self._notice_links.items():
+            if node not in peers and node != self.config.node_id:
+                with contextlib.suppress(ValueError):
+                    peers[node] = parse_address(addr, f"address of {node}")
+        return peers
 
     def _release_waits(self, applied: int) -> None:
         still: list[tuple[int, asyncio.Future[int]]] = []
@@ -533,27 +950,72 @@ class Agent:
             log.info("no leader at term %d (%s)", soft.term, soft.role.value)
 
     async def _maybe_compact(self, raft: RaftNode) -> None:
-        if raft.applied - self._snapshot_index < self.config.snapshot_entries:
-            return
-        await self._compact(raft)
+        """Start a snapshot when enough entries were applied (or one was asked for), and
+        finish the one under way once its encoding is done; see agent/snapshotting.py.
 
-    async def _compact(self, raft: RaftNode) -> int:
+        Called between Readies only: a snapshot is captured, and finished, exactly at the
+        applied index. At most one is under way at a time.
+        """
+        job = self._snapshot_job
+        if job is not None:
+            if job.task.done():
+                self._snapshot_job = None
+                await self._compact(raft, job)
+            return
+        due = raft.applied - self._snapshot_index >= self.config.snapshot_entries
+        if raft.applied > self._snapshot_index and (due or self._snapshot_waiters):
+            self._snapshot_job = SnapshotJob(raft.applied, self.machine, self._wake.set)
+        else:
+            self._snapshot_done(self._snapshot_index)
+
+    async def _compact(self, raft: RaftNode, job: SnapshotJob) -> None:
+        """Compact the log through the applied index with ``job``'s image plus the entries
+        applied since its capture, and persist it before the next Ready is handled.
+
+        This turn of the Raft loop stays with the snapshot until its file is durable (the event
+        loop does not: the bytes are joined and written in threads), so nothing is sent, stored
+        or applied meanwhile. The core takes the snapshot just before the write because it
+        supplies the membership recorded with it; the WAL is cut only after the file is synced.
+        """
         assert self.storage is not None
         index = raft.applied
-        if index <= self._snapshot_index:
-            return self._snapshot_index
-        data = encode_snapshot(dict(self.addresses), self.machine.snapshot())
+        tail = raft.log_entries(job.index + 1, index + 1)
+        if self._snapshot_index >= job.index or len(tail) != index - job.index:
+            log.info(
+                "dropped the snapshot taken at index %d: the leader sent a newer one", job.index
+            )
+            return
+        # the header alone: the machine's bytes follow it as they are
+        header = encode_snapshot(dict(self.addresses), b"", dict(self.removed_members))
+        data = await job.assemble(header, tail)
         snap = raft.compact(index, data)
         self._snapshot_index = index
+        t = time.perf_counter()
         await asyncio.to_thread(self.storage.save_snapshot, snap)
-        log.info("compacted the log through index %d (snapshot of %d bytes)", index, len(data))
-        return index
+        log.info(
+            "compacted the log through index %d (snapshot of %d bytes taken at index %d, "
+            "%d entries after it; saved in %.0f ms; %s)",
+            index,
+            len(data),
+            job.index,
+            len(tail),
+            (time.perf_counter() - t) * 1000,
+            job.timings(),
+        )
+        self._snapshot_done(index)
+
+    def _snapshot_done(self, index: int) -> None:
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(index)
 
     def _fail_all(self, error: AgentError) -> None:
         futures: list[asyncio.Future[Any]] = [w.future for w in self._proposals.values()]
         futures += list(self._reads.values())
         futures += [f for _, f in self._read_waits]
         futures += [f for _, f in self._calls]
+        futures += self._snapshot_waiters
         for fut in futures:
             if not fut.done():
                 fut.set_exception(error)
@@ -561,6 +1023,7 @@ class Agent:
         self._reads.clear()
         self._read_waits.clear()
         self._calls.clear()
+        self._snapshot_waiters.clear()
 
     # --- operations for the control API -------------------------------------------------------
 
@@ -599,6 +1062,7 @@ class Agent:
         On a follower the proposal is forwarded to the leader over the peer link; the result
         still comes from this node's own state machine when it applies the entry.
         """
+        self.check_removed()
         if not data:
             raise AgentError(BAD_REQUEST, "a proposal must not be empty")
         loop = asyncio.get_running_loop()
@@ -669,6 +1133,7 @@ class Agent:
         heartbeat or an election, so a missing leader is waited for briefly — a heartbeat
         interval at a time, at most an election timeout — before the read fails with no-leader.
         """
+        self.check_removed()
         loop = asyncio.get_running_loop()
         ctx = f"{self.config.node_id}-{next(self._read_ids)}"
         fut: asyncio.Future[int] = loop.create_future()
@@ -706,6 +1171,7 @@ class Agent:
 
     async def change_membership(self, cc: ConfChange, timeout: float | None = None) -> int:
         """Propose one membership change and wait until it is applied here."""
+        self.check_removed()
         deadline = asyncio.get_running_loop().time() + self._timeout(timeout) * 3
         while True:
             fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -736,6 +1202,7 @@ class Agent:
         self, node: str, address: str, timeout: float | None = None
     ) -> dict[str, Any]:
         """Add ``node`` as a learner, wait until it has caught up, then promote it to voter."""
+        self.check_removed()
         parse_address(address, "address")
         raft = self.raft
         assert raft is not None
@@ -759,6 +1226,7 @@ class Agent:
         return {"member": node, "changed": True, "voters": sorted(raft.conf.voters)}
 
     async def remove_member(self, node: str, timeout: float | None = None) -> dict[str, Any]:
+        self.check_removed()
         raft = self.raft
         assert raft is not None
         if node not in raft.conf.members:
@@ -767,6 +1235,7 @@ class Agent:
         return {"member": node, "changed": True, "voters": sorted(raft.conf.voters)}
 
     async def transfer_leadership(self, target: str, timeout: float | None = None) -> str:
+        self.check_removed()
         def submit(raft: RaftNode) -> None:
             try:
                 raft.transfer_leadership(target)
@@ -787,19 +1256,27 @@ class Agent:
         raise AgentError(TIMEOUT, f"leadership did not move to {target} in time")
 
     async def compact(self) -> int:
-        raft = self.raft
-        assert raft is not None
-        return await self._compact(raft)
+        """Snapshot now and compact the log; return the index the snapshot covers (at least
+        the index applied when asked)."""
+        if self.removal is not None:
+            raise AgentError(
+                REMOVED, "this machine was removed from the cluster; it takes no snapshots"
+            )
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._snapshot_waiters.append(fut)
+        self._wake.set()
+        return await fut
 
     def status(self) -> dict[str, Any]:
         raft = self.raft
         assert raft is not None
+        removal = self.removal
         out: dict[str, Any] = {
             "id": self.config.node_id,
             "version": __version__,
-            "role": raft.role.value,
+            "role": "removed" if removal is not None else raft.role.value,
             "term": raft.term,
-            "leader": raft.leader,
+            "leader": None if removal is not None else raft.leader,
             "commit": raft.commit,
             "applied": raft.applied,
             "last_index": raft.last_index,
@@ -807,10 +1284,13 @@ class Agent:
             "voters": sorted(raft.conf.voters),
             "learners": sorted(raft.conf.learners),
             "addresses": dict(sorted(self.addresses.items())),
-            "removed": raft.is_removed,
+            "removed": removal is not None,
             "uptime": round(time.time() - self.started_at, 3),
         }
-        if raft.role is Role.LEADER:
+        if removal is not None:
+            out["removed_at"] = removal.index
+            out["message"] = self.removed_message()
+        elif raft.role is Role.LEADER:
             out["progress"] = {
                 peer: {"match": match, "next": nxt}
                 for peer, (match, nxt) in sorted(raft.progress().items())

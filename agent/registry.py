@@ -38,6 +38,7 @@ class MachineRegistry:
         self.ttl = agent.config.registry_ttl
         self.lease: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def record(self) -> dict[str, Any]:
         cfg = self.agent.config
@@ -58,10 +59,15 @@ class MachineRegistry:
 
     async def stop(self) -> None:
         """Leave the registry at once on a clean shutdown (revoke, don't wait for expiry)."""
+        self._stopping = True
         if self._task is not None:
+            # Cancel, and also leave the loop by the flag: on Python 3.11 a wait_for deep in a
+            # request can swallow a cancellation that arrives as its future completes, and a
+            # loop that only relies on CancelledError would then run on (and SIGTERM hang).
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._task
         if self.lease is not None:
             with contextlib.suppress(AgentError, TimeoutError):
                 await asyncio.wait_for(self.kv.write("lease_revoke", {"id": self.lease}), 1.0)
@@ -84,7 +90,7 @@ class MachineRegistry:
 
     async def _run(self) -> None:
         interval = max(0.5, self.ttl / 3)
-        while True:
+        while not self._stopping:
             try:
                 if self.lease is None:
                     await self._register()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import os
@@ -27,7 +26,10 @@ log = logging.getLogger("shoal.agent")
 
 
 def lock_data_dir(config: AgentConfig) -> int:
-    """Hold an exclusive lock on the data directory: two agents on one WAL would corrupt it."""
+    """Hold an exclusive lock on the data directory: two agents on one WAL would corrupt it.
+
+    The lock lasts as long as the returned descriptor is open (for ``serve``: until the process
+    exits, when the kernel releases it)."""
     os.makedirs(config.data_dir, mode=0o700, exist_ok=True)
     fd = os.open(config.data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -43,7 +45,10 @@ def lock_data_dir(config: AgentConfig) -> int:
 
 
 async def serve(config: AgentConfig) -> int:
-    lock_fd = lock_data_dir(config)
+    # Held until the process exits, never released here: the lock is how the shell's node
+    # helper tells that an agent runs (``stop`` waits for it to go), so releasing it before the
+    # process is gone would report an agent stopped while it still winds down.
+    lock_data_dir(config)
     lessor = Lessor(time.monotonic, extend_on_promote=config.tick_ms * config.election_ticks / 1000)
     machine = LeasedKVMachine(lessor)
     agent = Agent(config, machine)
@@ -93,8 +98,6 @@ async def serve(config: AgentConfig) -> int:
         if not agent.stopped.is_set():
             await agent.stop(reason[0] if reason else "stopping")
         log.info("stopped: %s", agent.stop_reason)
-        with contextlib.suppress(OSError):
-            os.close(lock_fd)
 
 
 def run(config: AgentConfig) -> int:

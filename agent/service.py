@@ -18,6 +18,9 @@ from agent.kvserver import KVServer
 from agent.node import Agent
 from agent.registry import MACHINES_PREFIX
 
+ANSWERED_WHEN_REMOVED = frozenset({"status", "ping", "debug.faults"})
+"""What a machine removed from the cluster still serves; everything else answers ``removed``."""
+
 
 def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
     """The method table served on the control socket: cluster methods plus the store's."""
@@ -95,7 +98,7 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
         agent.transport.block(block)
         return {"blocked": sorted(agent.transport.blocked)}
 
-    return {
+    table: dict[str, Handler] = {
         "status": status,
         "read_index": read_index,
         "members": members,
@@ -108,3 +111,20 @@ def handlers(agent: Agent, kv: KVServer) -> dict[str, Handler]:
         "debug.faults": debug_faults,
         **kv.handlers(),
     }
+    return {
+        name: handler if name in ANSWERED_WHEN_REMOVED else _unless_removed(agent, handler)
+        for name, handler in table.items()
+    }
+
+
+def _unless_removed(agent: Agent, handler: Handler) -> Handler:
+    """``handler``, refused with ``removed`` once the agent knows it is no longer a member.
+
+    A plain function, not a coroutine, so a streaming handler (an async generator) stays one.
+    """
+
+    def guarded(params: dict[str, Any]) -> Any:
+        agent.check_removed()
+        return handler(params)
+
+    return guarded

@@ -17,7 +17,11 @@ class StateMachine(Protocol):
         ...
 
     def snapshot(self) -> bytes:
-        """Serialize the whole state (taken at the last applied index)."""
+        """Serialize the whole state (taken at the last applied index).
+
+        A machine whose state is large should also offer ``snapshot_steps()``
+        (agent/snapshotting.py), so that the runtime never waits for a whole serialization.
+        """
         ...
 
     def restore(self, data: bytes) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agent.kv import commands
+from agent.kv import snapshot as snapshot_codec
 from agent.kv.errors import ALREADY_APPLIED, INTERNAL, KVError
 from agent.kv.results import AnyResponse, header, response_json
 from agent.kv.store import KVStore
@@ -67,6 +68,11 @@ class KVStateMachine:
 
     def snapshot(self) -> bytes:
         return self.store.snapshot()
+
+    def snapshot_steps(self) -> snapshot_codec.Steps:
+        """Freeze the store now; encode it in short steps while entries go on being applied
+        (see agent/snapshotting.py)."""
+        return snapshot_codec.encode_steps(self.store.capture())
 
     def restore(self, data: bytes) -> None:
         self.store.restore(data)

@@ -131,18 +131,24 @@ class MVCCIndex:
             if i == 0:
                 continue
             keep_from = i - 1 if not hist[i - 1].is_tombstone else i
-            if keep_from > 0:
-                del hist[:keep_from]
-            if not hist:
+            if keep_from == len(hist):
                 emptied.append(key)
+            elif keep_from > 0:
+                # a new list, not ``del hist[:keep_from]``: a frozen snapshot may still be
+                # encoding the old one (see frozen())
+                self._hist[key] = hist[keep_from:]
         for key in emptied:
             del self._hist[key]
             self._all.discard(key)
 
-    def history(self) -> Iterator[tuple[bytes, list[KeyValue]]]:
-        """Every key's retained versions, in key order (for snapshots)."""
-        for key in self._all:
-            yield key, self._hist[key]
+    def frozen(self) -> tuple[SortedKeys, dict[bytes, list[KeyValue]]]:
+        """Copies of the sorted keys with history and of the key -> versions dict, for a
+        snapshot encoded while writes go on (agent/kv/snapshot.py): O(keys) pointer copies.
+
+        The version lists themselves are shared, which is sound because a list is only
+        appended to after this (by newer revisions); compaction swaps in a new list.
+        """
+        return self._all.copy(), dict(self._hist)
 
     def load(self, histories: dict[bytes, list[KeyValue]]) -> None:
         """Replace everything with the given per-key versions (oldest first)."""

@@ -28,6 +28,14 @@ class SortedKeys:
     def __len__(self) -> int:
         return self._len
 
+    def copy(self) -> SortedKeys:
+        """An independent copy: one slice per sublist, not one operation per key."""
+        dup = SortedKeys()
+        dup._lists = [sub[:] for sub in self._lists]
+        dup._maxes = self._maxes[:]
+        dup._len = self._len
+        return dup
+
     def __iter__(self) -> Iterator[bytes]:
         for sub in self._lists:
             yield from sub

@@ -318,17 +318,19 @@ class KVStore:
 
     def snapshot(self) -> bytes:
         """The whole state (history since the compaction point, leases, counters)."""
-        return snapshot_codec.dump(
-            snapshot_codec.Meta(
-                revision=self._revision,
-                compacted=self._compacted,
-                applied_index=self.applied_index,
-                next_lease_id=self._leases.next_id,
-            ),
-            self._index,
-            self._leases,
-            self._events,
+        return snapshot_codec.encode(self.capture())
+
+    def capture(self) -> snapshot_codec.Frozen:
+        """Freeze the current state cheaply (pointer copies of the containers, no per-version
+        work); ``snapshot_codec.encode`` of the result gives this moment's snapshot even if it
+        runs in another thread while writes continue."""
+        meta = snapshot_codec.Meta(
+            revision=self._revision,
+            compacted=self._compacted,
+            applied_index=self.applied_index,
+            next_lease_id=self._leases.next_id,
         )
+        return snapshot_codec.capture(meta, self._index, self._leases, self._events)
 
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises KVError(bad-snapshot) if corrupt.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import statistics
 import time
@@ -245,6 +246,39 @@ def test_join_a_fourth_node_then_leave_one(ssh_env: SSHEnv, nodes: list[Node], h
         return await remote.call(pool, state(home).node("node4"), "members")
 
     assert drive(ssh_env, members)["voters"] == ["node2", "node3", "node4"]
+
+
+def test_a_machine_that_left_refuses_a_plain_restart_and_joins_again(
+    ssh_env: SSHEnv, nodes: list[Node], home: Path
+) -> None:
+    spec = nodes[0].spec  # node1, which left above; its files are all still there
+    data = Path(spec.base) / "data"
+    marker = json.loads((data / "REMOVED").read_text())
+    assert (marker["node_id"], marker["cluster_name"]) == ("node1", NAME)
+    pyz = next(Path(spec.base).glob("shoal-agent-*.pyz")).name
+
+    async def restart(pool: SSHPool) -> dict[str, Any]:
+        return await remote.helper(pool, spec, "start", spec.base, pyz, remote.unit_name(spec))
+
+    started = drive(ssh_env, restart)
+    assert not started.get("started") and started.get("error") == "agent exited (1)", started
+    refusal = f"shoal agent: this machine was removed from cluster {NAME}; `shoal cluster join`"
+    assert refusal in started["log"], started["log"]
+
+    log = Log()
+    st = drive(
+        ssh_env, lambda pool: bootstrap.join_node(state(home), spec, pool=pool, progress=log)
+    )
+    assert [n.id for n in st.nodes] == ["node2", "node3", "node4", "node1"]
+    assert log.said("node1", "joined")
+    assert not (data / "REMOVED").exists()
+    rows = drive(ssh_env, lambda pool: bootstrap.cluster_status(state(home), pool))
+    assert {r["id"] for r in rows if r["health"] == "healthy"} == {
+        "node1",
+        "node2",
+        "node3",
+        "node4",
+    }, rows
 
 
 def test_status_reports_a_hung_node_without_waiting_on_it(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent.kv import KVError, KVStateMachine, KVStore, PutRequest
+from agent.kv import snapshot as snapshot_codec
 
 from .helpers import observable
 
@@ -94,3 +95,50 @@ def test_tens_of_thousands_of_keys_round_trip() -> None:
     assert r.get(b"/app/000001").version == 2  # type: ignore[union-attr]
     assert r.range(b"/app/", b"/app0", count_only=True).count == 20_000
     assert len(data) < 20_000 * 40  # compact: well under the raw JSON size
+
+
+def test_a_snapshot_encoded_while_writes_go_on_is_the_state_at_its_capture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent captures the store, then encodes it a step at a time while it applies more
+    entries: the result must be exactly the capture's state — nothing written after it, nothing
+    written before it missing — including when the store is compacted meanwhile."""
+    monkeypatch.setattr(snapshot_codec, "CHUNK", 2)  # many steps, so writes land between them
+    s = busy_store()
+    for i in range(30):
+        s.put(b"k%02d" % i, b"v%d" % i, lease=1 if i % 5 == 0 else 0)
+    s.put(b"k03", b"again")
+    s.compact(s.revision - 10)  # most versions are now history older than the compaction point
+    expected = s.snapshot()  # what a snapshot of this moment is
+    expected_state = restored(expected)
+
+    steps = snapshot_codec.encode_steps(s.capture())
+    writes = [
+        lambda k: s.put(b"k%02d" % (k % 30), b"later"),  # a newer version of a captured key
+        lambda k: s.put(b"new%03d" % k, b"x"),  # a key the capture never saw
+        lambda k: s.delete_range(b"k%02d" % (k % 30)),
+        lambda k: s.txn([], [PutRequest(b"a", b"t%d" % k), PutRequest(b"t%d" % k, b"t")]),
+        lambda k: s.lease_grant(0, 10),
+        lambda k: s.compact(s.revision - 1),  # cuts history the capture still needs
+    ]
+    done = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            data = b"".join(finished.value)
+            break
+        writes[done % len(writes)](done)
+        done += 1
+    s.lease_revoke(1)  # after the last step: drops leased keys the snapshot still has
+
+    assert done > 3 * len(writes)  # every kind of write landed mid-encoding, several times
+    assert data == expected
+    assert observable(restored(data)) == observable(expected_state)
+    assert observable(s) != observable(expected_state)
+
+
+def restored(data: bytes) -> KVStore:
+    r = KVStore()
+    r.restore(data)
+    return r

@@ -38,3 +38,14 @@ def test_matches_a_sorted_list(ops: list[tuple[bool, bytes]], lo: bytes, hi: byt
         assert keys.count(lo, None) == len([k for k in ordered if k >= lo])
         assert all(k in keys for k in ordered)
         assert list(SortedKeys(ordered[::-1])) == ordered
+
+
+def test_a_copy_is_unaffected_by_later_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sortedkeys, "LOAD", 2)
+    keys = SortedKeys([b"b", b"d", b"f", b"h", b"j"])
+    frozen = keys.copy()
+    for key in (b"a", b"c", b"e", b"g", b"i", b"k"):
+        keys.add(key)  # splits sublists the copy must not share
+    keys.discard(b"d")
+    assert list(frozen) == [b"b", b"d", b"f", b"h", b"j"] and len(frozen) == 5
+    assert list(keys) == [b"a", b"b", b"c", b"e", b"f", b"g", b"h", b"i", b"j", b"k"]
