@@ -459,7 +459,8 @@ class Agent:
         body = json.dumps(params, separators=(",", ":")).encode()
         self.transport.send([PeerCall(0, self.config.node_id, peer, ctx, method, body)])
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: 3.11's can lose a cancel
+                return await fut
         except TimeoutError:
             raise AgentError(
                 TIMEOUT, f"{peer} did not answer in time ({method}); the outcome is unknown"
@@ -1098,7 +1099,8 @@ class Agent:
                 return index, known[1]
             self._proposals[index] = _Waiter(term, fut)
         try:
-            result = await asyncio.wait_for(asyncio.shield(fut), max(0.01, deadline - loop.time()))
+            async with asyncio.timeout(max(0.01, deadline - loop.time())):
+                result = await asyncio.shield(fut)
         except TimeoutError:
             self._proposals.pop(index, None)
             raise AgentError(
@@ -1149,7 +1151,8 @@ class Agent:
 
         await self.call(submit)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), self._timeout(timeout))
+            async with asyncio.timeout(self._timeout(timeout)):
+                return await asyncio.shield(fut)
         except TimeoutError:
             self._reads.pop(ctx, None)
             leader = self.raft.leader if self.raft is not None else None
@@ -1193,7 +1196,8 @@ class Agent:
                 continue
             remaining = max(0.1, deadline - asyncio.get_running_loop().time())
             try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
+                async with asyncio.timeout(remaining):
+                    await asyncio.shield(fut)
             except TimeoutError:
                 raise AgentError(TIMEOUT, f"membership change at index {index} not applied in time")
             return index
