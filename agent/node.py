@@ -56,6 +56,7 @@ from agent.raft.core import (
     RaftNode,
     Ready,
     Role,
+    SnapshotConfChanged,
 )
 from agent.raft.messages import (
     AppendRequest,
@@ -74,7 +75,7 @@ from agent.raft.types import (
     HardState,
     Snapshot,
 )
-from agent.snapshotting import SnapshotJob, restore_machine
+from agent.snapshotting import SnapshotJob
 from agent.statemachine import StateMachine
 from agent.storage import DiskStorage
 from agent.storage.fileio import FILE_MODE, fsync_dir, write_all
@@ -270,7 +271,7 @@ class Agent:
             self._removed_through = rec.snapshot.meta.index
             if cfg.node_id in rec.snapshot.meta.conf.members:
                 self._member_at = rec.snapshot.meta.index
-            restore_machine(self.machine, contents.machine)
+            self.machine.restore(contents.machine)
             self._snapshot_index = rec.snapshot.meta.index
         for entry in entries:
             if entry.kind is EntryKind.CONF_CHANGE:
@@ -863,7 +864,7 @@ class Agent:
             self.addresses.setdefault(self.config.node_id, own)
         self.removed_members = dict(contents.removed)
         self._removed_through = snap.meta.index
-        restore_machine(self.machine, contents.machine)
+        self.machine.restore(contents.machine)
         self._snapshot_index = snap.meta.index
         if self.config.node_id in snap.meta.conf.members:
             self._member_at = max(self._member_at, snap.meta.index)
@@ -954,8 +955,9 @@ class Agent:
         """Start a snapshot when enough entries were applied (or one was asked for), and
         finish the one under way once its encoding is done; see agent/snapshotting.py.
 
-        Called between Readies only: a snapshot is captured, and finished, exactly at the
-        applied index. At most one is under way at a time.
+        Called between Readies only: a snapshot is captured exactly at the applied index, and
+        finished (saved, then the log compacted) while no Ready is out. At most one is under
+        way at a time.
         """
         job = self._snapshot_job
         if job is not None:
@@ -965,42 +967,46 @@ class Agent:
             return
         due = raft.applied - self._snapshot_index >= self.config.snapshot_entries
         if raft.applied > self._snapshot_index and (due or self._snapshot_waiters):
-            self._snapshot_job = SnapshotJob(raft.applied, self.machine, self._wake.set)
+            # the header alone: the machine's bytes follow it as they are
+            header = encode_snapshot(dict(self.addresses), b"", dict(self.removed_members))
+            self._snapshot_job = SnapshotJob(raft.applied, self.machine, header, self._wake.set)
         else:
             self._snapshot_done(self._snapshot_index)
 
     async def _compact(self, raft: RaftNode, job: SnapshotJob) -> None:
-        """Compact the log through the applied index with ``job``'s image plus the entries
-        applied since its capture, and persist it before the next Ready is handled.
+        """Save ``job``'s snapshot (the state at the index it was captured at), then compact
+        the log through that index; the entries applied since stay in the log.
 
-        This turn of the Raft loop stays with the snapshot until its file is durable (the event
-        loop does not: the bytes are joined and written in threads), so nothing is sent, stored
-        or applied meanwhile. The core takes the snapshot just before the write because it
-        supplies the membership recorded with it; the WAL is cut only after the file is synced.
+        Strictly save-then-compact: the snapshot file is written and synced (in a thread)
+        before the core drops a single entry, and the WAL is cut only after that sync
+        (``DiskStorage.save_snapshot``). This turn of the Raft loop stays with the snapshot
+        until then (the event loop does not: the bytes are joined and written in threads), so
+        nothing is sent, stored or applied meanwhile, and the core is exactly as it was when it
+        described the snapshot (``create_snapshot``) when it compacts.
         """
         assert self.storage is not None
-        index = raft.applied
-        tail = raft.log_entries(job.index + 1, index + 1)
-        if self._snapshot_index >= job.index or len(tail) != index - job.index:
-            log.info(
-                "dropped the snapshot taken at index %d: the leader sent a newer one", job.index
-            )
+        index = job.index
+        if self._snapshot_index >= index:
+            log.info("dropped the snapshot taken at index %d: the leader sent a newer one", index)
             return
-        # the header alone: the machine's bytes follow it as they are
-        header = encode_snapshot(dict(self.addresses), b"", dict(self.removed_members))
-        data = await job.assemble(header, tail)
-        snap = raft.compact(index, data)
-        self._snapshot_index = index
+        data = await job.assemble()
+        try:
+            snap = raft.create_snapshot(index, data)
+        except SnapshotConfChanged as exc:
+            log.debug("dropped the snapshot taken at index %d: %s", index, exc)
+            return  # the next trigger takes one afresh
         t = time.perf_counter()
         await asyncio.to_thread(self.storage.save_snapshot, snap)
+        saved_s = time.perf_counter() - t
+        raft.compact(index, data)
+        self._snapshot_index = index
         log.info(
-            "compacted the log through index %d (snapshot of %d bytes taken at index %d, "
-            "%d entries after it; saved in %.0f ms; %s)",
+            "compacted the log through index %d (snapshot of %d bytes; %d entries applied "
+            "after it stay in the log; saved in %.0f ms; %s)",
             index,
             len(data),
-            job.index,
-            len(tail),
-            (time.perf_counter() - t) * 1000,
+            raft.applied - index,
+            saved_s * 1000,
             job.timings(),
         )
         self._snapshot_done(index)

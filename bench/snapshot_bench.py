@@ -296,9 +296,9 @@ async def in_process(n: int, rounds: int) -> dict[str, Any]:
         return await asyncio.to_thread(codec.encode, store.capture())
 
     async def in_steps() -> object:
-        job = SnapshotJob(store.applied_index, machine, lambda: None)
+        job = SnapshotJob(store.applied_index, machine, b"", lambda: None)
         await job.task
-        return await job.assemble(b"", [])
+        return await job.assemble()
 
     out: dict[str, Any] = {"keys": n}
     for name, fn in (("at once", at_once), ("thread", in_thread), ("steps", in_steps)):

@@ -55,6 +55,7 @@ from agent.raft.interface import (
     ReadState,
     Ready,
     Role,
+    SnapshotConfChanged,
     SoftState,
 )
 from agent.raft.log import RaftLog
@@ -96,6 +97,7 @@ __all__ = [
     "ReadState",
     "Ready",
     "Role",
+    "SnapshotConfChanged",
     "SoftState",
 ]
 
@@ -280,23 +282,51 @@ class RaftNode(
             )
             self._fast_failover = True
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
-        """The state machine has applied ``index`` and serialized itself as ``data``: keep that
-        snapshot (for lagging followers), drop log entries up to ``index`` and return it for the
-        runtime to persist.
+    def create_snapshot(self, index: int, data: bytes) -> Snapshot:
+        """The snapshot of the state machine as of the applied ``index``, serialized as
+        ``data``, without compacting anything: what the runtime persists before it calls
+        ``compact(index, data)`` (which returns the same snapshot).
 
-        ``index`` must be the applied index (``self.applied``): the snapshot records the
-        membership in force there, which the core knows exactly only at that point.
+        ``index`` may be any applied index still in the log (``first_index <= index <=
+        applied``), as long as no membership change was applied after it: the snapshot
+        records the membership in force at ``index``, and the core knows it exactly only from
+        the last applied change on (``_applied_conf``). Like etcd's
+        ``MemoryStorage.CreateSnapshot``, this lets the state machine be captured at one
+        applied index and serialized while the node goes on applying entries.
 
         Raises:
-            ValueError: ``index`` is not the applied index.
+            SnapshotConfChanged: a membership change was applied after ``index``.
+            ValueError: ``index`` is not yet applied, or the log is already compacted through
+                it (a snapshot at or after it exists).
         """
-        if index != self._applied:
-            raise ValueError(f"compact({index}): only the applied index {self._applied} can be")
+        if index > self._applied:
+            raise ValueError(
+                f"compact({index}): not applied yet (the applied index is {self._applied})"
+            )
+        if index <= self._log.offset:
+            raise ValueError(
+                f"compact({index}): the log is already compacted through {self._log.offset}"
+            )
         term = self._log.term(index)
-        if term is None:  # cannot happen: offset <= applied <= last
+        if term is None:  # cannot happen: offset < index <= applied <= last
             raise ValueError(f"compact({index}): the entry is not in the log")
-        snap = Snapshot(SnapshotMeta(index, term, self._applied_conf), data)
+        return Snapshot(SnapshotMeta(index, term, self._conf_at(index)), data)
+
+    def compact(self, index: int, data: bytes) -> Snapshot:
+        """The state machine as of the applied ``index`` is serialized as ``data``: keep that
+        snapshot (for lagging followers), drop log entries up to ``index`` (those after it
+        stay) and return it. See ``create_snapshot`` for which indexes are accepted; a refused
+        compaction changes nothing.
+
+        The runtime persists the snapshot before calling this (``create_snapshot`` gives it
+        the same snapshot): once the log is compacted here, the entries up to ``index`` can be
+        sent to a follower only as this snapshot.
+
+        Raises:
+            SnapshotConfChanged: a membership change was applied after ``index``.
+            ValueError: ``index`` is not yet applied, or is not after the current snapshot.
+        """
+        snap = self.create_snapshot(index, data)
         self._log.compact(index)
         self._snapshot = snap
         return snap

@@ -42,6 +42,12 @@ class ProposalDropped(Exception):
     removed node, a leader transfer in progress). The message says why."""
 
 
+class SnapshotConfChanged(ValueError):
+    """``compact``/``create_snapshot`` at an index before the last applied membership change:
+    the node no longer knows the membership in force there, which the snapshot must record.
+    Take the snapshot again at a later applied index."""
+
+
 @dataclass(frozen=True, slots=True)
 class RaftConfig:
     id: str

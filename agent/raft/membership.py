@@ -7,7 +7,7 @@ A removed leader steps down, handing over at once to an up-to-date voter (thesis
 
 from __future__ import annotations
 
-from agent.raft.interface import ProposalDropped, Role
+from agent.raft.interface import ProposalDropped, Role, SnapshotConfChanged
 from agent.raft.progress import ProgressState
 from agent.raft.state import RaftState
 from agent.raft.types import ConfChange, ConfChangeOp, ConfState, Entry, EntryKind
@@ -119,6 +119,20 @@ class MembershipMixin(RaftState):
                 if cc is not None and cc.node == self._id and cc.op is not ConfChangeOp.REMOVE:
                     return True
         return False
+
+    def _conf_at(self, index: int) -> ConfState:
+        """The membership in force at the applied ``index``: the applied membership, provided no
+        change was applied after ``index`` (the core keeps no older memberships).
+
+        Raises:
+            SnapshotConfChanged: a change was applied after ``index``.
+        """
+        if index < self._applied_conf_index:
+            raise SnapshotConfChanged(
+                f"compact({index}): a membership change was applied after it (at index "
+                f"{self._applied_conf_index}), so the membership at {index} is not known"
+            )
+        return self._applied_conf
 
     def _has_unapplied_conf_change(self) -> bool:
         """Is a committed CONF_CHANGE still to be applied (the membership about to change)?"""

@@ -46,6 +46,9 @@ class RaftState:
     _applied_conf: ConfState
     """Exactly the membership as of the applied index: what a snapshot must record."""
     _applied_conf_index: int
+    """Index of the last applied membership change (or of the snapshot the log starts at):
+    ``_applied_conf`` is the membership at every applied index from here on, so a snapshot may
+    be taken at any of them (``compact``)."""
     _voters: list[str]
     _members: list[str]
     _was_member: bool

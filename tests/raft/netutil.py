@@ -102,7 +102,8 @@ class Network:
             ]
             self.conf = ConfState()
             for node_id in self.ids:
-                self.storage[node_id] = MemStorage(HardState(1, None, len(entries)), None, entries)
+                hs = HardState(1, None, len(entries))
+                self.storage[node_id] = MemStorage(hs, None, list(entries))  # a disk each
                 self.restart(node_id)
 
     # --- building ---

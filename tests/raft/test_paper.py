@@ -17,6 +17,7 @@ from agent.raft.core import (
     RaftNode,
     ReadState,
     Role,
+    SnapshotConfChanged,
 )
 from agent.raft.messages import (
     AppendRequest,
@@ -27,7 +28,16 @@ from agent.raft.messages import (
     VoteRequest,
     VoteResponse,
 )
-from agent.raft.types import ConfChange, ConfChangeOp, ConfState, Entry, EntryKind, HardState
+from agent.raft.types import (
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Snapshot,
+    SnapshotMeta,
+)
 from tests.raft.netutil import Network
 
 ABC = ["a", "b", "c"]
@@ -573,13 +583,117 @@ def test_7_a_snapshot_the_follower_already_covers_only_moves_its_commit() -> Non
     assert [m.index for m in rd.messages if isinstance(m, AppendResponse)] == [b.commit]
 
 
-def test_7_compaction_is_only_at_the_applied_index() -> None:
+def test_7_compaction_is_at_an_applied_index_after_the_current_snapshot() -> None:
     net = Network(ABC)
     a = net.elect("a")
-    net.propose("a", b"x")
+    for i in range(4):
+        net.propose("a", b"%d" % i)
     net.deliver()
-    with pytest.raises(ValueError):
-        a.compact(a.applied - 1, b"")
+    with pytest.raises(ValueError, match="not applied yet"):
+        a.compact(a.applied + 1, b"")
+    a.compact(a.applied - 2, b"img")
+    first, snap = a.first_index, a.snapshot
+    for index in (a.applied - 2, a.applied - 3, 0):
+        with pytest.raises(ValueError, match="already compacted"):
+            a.compact(index, b"")
+    assert (a.first_index, a.snapshot) == (first, snap)  # a refused compaction changes nothing
+
+
+def test_7_compaction_at_an_older_applied_index_keeps_the_entries_after_it() -> None:
+    net = Network(ABC, bootstrap=True)
+    a = net.elect("a")
+    for i in range(10):
+        net.propose("a", b"%d" % i)
+    net.deliver()
+    last, applied = a.last_index, a.applied
+    index = applied - 4  # captured there; four more entries applied while it was serialized
+    term = a.term_at(index)
+    assert a.create_snapshot(index, b"img") == Snapshot(
+        SnapshotMeta(index, term, ConfState(voters=frozenset(ABC))), b"img"
+    )
+    assert a.first_index == 1  # create_snapshot compacts nothing
+    snap = a.compact(index, b"img")
+    assert snap.meta == SnapshotMeta(index, term, ConfState(voters=frozenset(ABC)))
+    assert a.snapshot == snap and a.first_index == index + 1
+    assert [e.index for e in a.log_entries(index + 1, last + 1)] == list(range(index + 1, last + 1))
+    assert (a.applied, a.last_index) == (applied, last)
+    net.storage["a"].compact(snap)
+    net.propose("a", b"later")
+    net.deliver()
+    assert net.data("b")[-1] == b"later" and a.commit == last + 1
+
+
+def test_7_no_compaction_before_a_membership_change_already_applied() -> None:
+    """The snapshot must name the membership at its index; the core knows it only from the
+    last applied change on."""
+    net = Network(ABC, bootstrap=True)
+    a = net.elect("a")
+    net.propose("a", b"before")
+    net.deliver()
+    before = a.applied
+    net.add("d", ConfState())
+    changed_at = a.propose_conf_change(cc(ConfChangeOp.ADD_LEARNER, "d"))
+    net.propose("a", b"after")
+    net.deliver()
+    assert a.applied > changed_at > before
+    with pytest.raises(SnapshotConfChanged, match=f"applied after it \\(at index {changed_at}\\)"):
+        a.compact(changed_at - 1, b"img")
+    with pytest.raises(ValueError):  # SnapshotConfChanged is a ValueError
+        a.create_snapshot(before, b"img")
+    assert a.snapshot is None and a.first_index == 1
+    with_d = ConfState(voters=frozenset(ABC), learners=frozenset({"d"}))
+    assert a.compact(changed_at, b"img").meta.conf == with_d  # from the change itself on
+    assert a.conf == with_d
+
+
+def test_7_after_a_restart_the_bootstrap_membership_changes_count_once_reapplied() -> None:
+    net = Network(ABC, bootstrap=True)  # the three founding PROMOTEs are entries 1..3
+    a = net.restart("a")
+    with pytest.raises(ValueError, match="not applied yet"):
+        a.compact(1, b"")  # nothing applied yet: the entries are handed out again first
+    net.process("a")
+    assert a.applied == 3
+    with pytest.raises(SnapshotConfChanged):
+        a.compact(2, b"")  # n3's PROMOTE at 3 was applied after it
+    assert a.compact(3, b"img").meta.conf == ConfState(voters=frozenset(ABC))
+    # Restarted with entries applied before the crash (applied passed in): same rule at once.
+    disk = net.storage["b"]
+    b = RaftNode(
+        net.config("b"),
+        random.Random(1),
+        conf=ConfState(),
+        hard_state=disk.hard_state,
+        entries=list(disk.entries),
+        applied=3,
+    )
+    with pytest.raises(SnapshotConfChanged):
+        b.compact(2, b"")
+    assert b.compact(3, b"img").meta.conf == ConfState(voters=frozenset(ABC))
+
+
+def test_7_a_follower_sent_an_older_snapshot_then_the_entries_after_it_ends_identical() -> None:
+    net = Network(ABC, bootstrap=True)
+    a = net.elect("a")
+    net.crash("c")
+    for i in range(20):
+        net.propose("a", b"%d" % i)
+    net.deliver()
+    index = a.applied - 7
+    later = a.log_entries(index + 1, a.last_index + 1)
+    snap = a.compact(index, b"image at %d" % index)
+    net.storage["a"].compact(snap)
+    net.restart("c")
+    net.tick(2)
+    assert net.count(SnapshotRequest, dst="c") == 1
+    c = net.nodes["c"]
+    assert c.snapshot == snap and c.first_index == index + 1
+    net.propose("a", b"after")
+    net.deliver()
+    # c restores the image, then applies exactly the entries after the snapshot's index
+    assert net.data("c") == [e.data for e in later if e.data] + [b"after"]
+    assert (c.commit, c.applied, c.last_index) == (a.commit, a.applied, a.last_index)
+    assert c.log_entries(index + 1, c.last_index + 1) == a.log_entries(index + 1, a.last_index + 1)
+    assert c.conf == a.conf == snap.meta.conf
 
 
 def test_7_restart_from_a_snapshot_and_the_entries_after_it() -> None:
