@@ -111,6 +111,7 @@ def test_elections_are_first_come_first_served_and_pass_on_when_the_leader_goes(
         first = await spawn(cluster, "node1", "elect", "campaign", "jobs", "alice")
         assert first.stdout is not None
         assert b"elected" in await asyncio.wait_for(first.stdout.readline(), 10)
+
         async def candidates(n: int) -> bool:
             _, out, _ = await ctl(cluster, "node1", "kv", "get", "jobs/", "--prefix", "--keys-only")
             return len(out.split()) == n

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig, config_from_dict
+from agent.config import AgentConfig
 from agent.errors import REMOVED, AgentError
 from agent.node import (
     Agent,
@@ -27,8 +27,7 @@ from agent.node import (
 )
 from agent.raft.types import ConfChange, ConfChangeOp, Entry, EntryKind, HardState
 from agent.storage import DiskStorage
-from shell import pki
-from shell.devcluster import free_port
+from tests.agent.onemember import leading, one_member_config
 
 SPARE = "127.0.0.1:1"
 """Where the learners these tests add would listen; nothing needs to answer there."""
@@ -51,39 +50,10 @@ class Machine:
         self.applied = [d.encode() for d in json.loads(data or b"[]")]
 
 
-def make_config(root: Path) -> AgentConfig:
-    ca_dir = root / "ca"
-    if (ca_dir / "ca.pem").exists():
-        ca = pki.load_ca(ca_dir)
-    else:
-        ca = pki.create_ca("unit")
-        pki.write_ca(ca_dir, ca)
-    tls = pki.write_node_tls(root / "tls", ca, pki.issue_node_cert(ca, "n1", ["127.0.0.1"]))
-    listen = f"127.0.0.1:{free_port()}"
-    raw = {
-        "node_id": "n1",
-        "data_dir": str(root / "data"),
-        "listen": listen,
-        "peers": {"n1": listen},
-        "cluster_name": "unit",
-        "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
-        "timing": {"tick_ms": 10, "heartbeat_ticks": 1, "election_ticks": 10},
-    }
-    return config_from_dict(raw, base=root, where="test config")
-
-
 async def started(config: AgentConfig) -> Agent:
     agent = Agent(config, Machine())
     await agent.start()
     return agent
-
-
-async def leading(agent: Agent) -> None:
-    for _ in range(500):
-        if agent.raft is not None and agent.raft.leader == agent.config.node_id:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("a one-member cluster did not elect itself")
 
 
 def change(op: ConfChangeOp, node: str, address: str | None = None) -> ConfChange:
@@ -102,7 +72,7 @@ def test_snapshot_header_round_trips_removed_members_and_reads_old_headers() -> 
 
 
 def test_removed_members_survive_compaction_and_restart(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = one_member_config(tmp_path)
 
     async def story() -> None:
         agent = await started(config)
@@ -143,7 +113,7 @@ def test_removed_members_survive_compaction_and_restart(tmp_path: Path) -> None:
 def test_only_committed_removals_count(tmp_path: Path) -> None:
     """A REMOVE entry past the commit index may still be replaced by a new leader: it does not
     make its node removed yet."""
-    config = make_config(tmp_path)  # the addresses of n2 and n3 come from the log
+    config = one_member_config(tmp_path)  # the addresses of n2 and n3 come from the log
     peers = {"n1": config.listen, "n2": ("127.0.0.1", 2), "n3": ("127.0.0.1", 3)}
     entries = bootstrap_entries(peers)
     remove = Entry(2, 4, ConfChange(ConfChangeOp.REMOVE, "n3", {}).encode(), EntryKind.CONF_CHANGE)
@@ -171,7 +141,7 @@ def test_only_committed_removals_count(tmp_path: Path) -> None:
 
 def removed_node_data(tmp_path: Path) -> AgentConfig:
     """A data directory whose committed log removes n1 itself (a three-member cluster)."""
-    config = make_config(tmp_path)
+    config = one_member_config(tmp_path)
     peers = {"n1": config.listen, "n2": ("127.0.0.1", 2), "n3": ("127.0.0.1", 3)}
     remove = Entry(2, 4, ConfChange(ConfChangeOp.REMOVE, "n1", {}).encode(), EntryKind.CONF_CHANGE)
     storage, _ = DiskStorage.open(config.data_dir)

@@ -72,9 +72,7 @@ async def learns_and_exits(cluster: LocalCluster, victim: str, timeout: float = 
         await cluster.call(victim, "kv.get", key=b64("/after"), serializable=True)
     assert refused.value.code == "removed"
     assert await exit_code(cluster, victim, 15) == 0, cluster.tail(victim)
-    lines = [
-        line for line in cluster.log_path(victim).read_text().splitlines() if MESSAGE in line
-    ]
+    lines = [line for line in cluster.log_path(victim).read_text().splitlines() if MESSAGE in line]
     assert len(lines) == 1, lines  # one clear line
     assert "stops in" in lines[0] and "is kept" in lines[0]
     return lines[0]
@@ -89,9 +87,7 @@ async def refuses_to_restart(cluster: LocalCluster, node: str) -> None:
     assert (cluster.node_dir(node) / "data" / "wal").is_dir(), "its data is kept"
 
 
-async def undisturbed(
-    cluster: LocalCluster, members: list[str], leader: str, term: int
-) -> None:
+async def undisturbed(cluster: LocalCluster, members: list[str], leader: str, term: int) -> None:
     """The remaining members still follow ``leader`` in ``term`` (no election happened) and
     take writes."""
     statuses = await cluster.statuses()
@@ -199,6 +195,7 @@ def test_a_new_learner_is_not_taken_for_a_removed_member_and_a_removed_one_can_r
         async def member_again() -> bool:
             st = await cluster.status(victim)
             return st["role"] == "follower" and st["leader"] is not None
+
         await eventually(member_again, 15, f"{victim} follows the leader again")
         assert not (cluster.node_dir(victim) / "data" / "REMOVED").exists()
         await cluster.call(victim, "kv.put", key=b64("/via/rejoined"), value=b64("ok"))

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, config_from_dict
+from agent.config import AgentConfig
 from agent.kv import KVStateMachine
 from agent.kv import snapshot as snapshot_codec
 from agent.node import Agent, decode_snapshot
 from agent.raft.types import ConfChange, ConfChangeOp
 from agent.storage import DiskStorage
-from shell import pki
-from shell.devcluster import b64, free_port
+from shell.devcluster import b64
+from tests.agent.onemember import leading, one_member_config
 from tests.kv.helpers import observable
 
 
@@ -52,29 +52,11 @@ class HeldMachine(KVStateMachine):
         return held()
 
 
-def one_member_config(root: Path) -> AgentConfig:
-    ca = pki.create_ca("unit")
-    tls = pki.write_node_tls(root / "tls", ca, pki.issue_node_cert(ca, "n1", ["127.0.0.1"]))
-    listen = f"127.0.0.1:{free_port()}"
-    raw = {
-        "node_id": "n1",
-        "data_dir": str(root / "data"),
-        "listen": listen,
-        "peers": {"n1": listen},
-        "tls": {"ca": str(tls.ca), "cert": str(tls.cert), "key": str(tls.key)},
-        "timing": {"tick_ms": 10, "heartbeat_ticks": 1, "election_ticks": 10},
-    }
-    return config_from_dict(raw, base=root, where="test config")
-
-
 async def leading_agent(config: AgentConfig, machine: KVStateMachine) -> Agent:
     agent = Agent(config, machine)
     await agent.start()
-    for _ in range(500):
-        if agent.raft is not None and agent.raft.leader == "n1":
-            return agent
-        await asyncio.sleep(0.01)
-    raise AssertionError("a one-member cluster did not elect itself")
+    await leading(agent)
+    return agent
 
 
 def restored(machine_bytes: bytes) -> KVStateMachine:
