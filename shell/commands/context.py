@@ -25,11 +25,23 @@ def _at_terminal() -> bool:
 
 
 async def ask_at_terminal(question: str) -> bool:
-    """A yes/no question on the terminal (in a thread: the event loop keeps running)."""
+    """A yes/no question on the terminal, asked in this thread: nothing else needs the loop
+    while a one-off command waits for its answer, and Ctrl-C interrupts it at once (an input()
+    in a worker thread would keep the process waiting for Enter on the way out)."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    # asyncio.run's own SIGINT handler only asks the (here blocked) loop to cancel: restore
+    # Python's, so the first Ctrl-C raises KeyboardInterrupt out of input().
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if main else None
     try:
-        answer = await asyncio.to_thread(input, question)
+        answer = input(question)
     except EOFError:
         return False
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     return answer.strip().lower() in ("y", "yes")
 
 
