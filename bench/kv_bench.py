@@ -65,6 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import benchlib  # noqa: E402
 from benchlib import CLK_TCK, cpu_seconds, log, pct, proc_status, self_cpu  # noqa: E402
 from kv_http import HttpConn, HttpError  # noqa: E402
 
@@ -102,16 +103,6 @@ Errors = (ControlError, HttpError, OSError, TimeoutError, ValueError, KeyError)
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-
-
-
-
-
-
-
-
 
 
 def ms(v: float | None) -> float | None:
@@ -942,58 +933,20 @@ def rss(side: Side) -> dict[str, int | None]:
 # --- profiling (py-spy) ----------------------------------------------------------------------
 
 
-IDLE_LEAVES = {"_worker (thread.py:81)"}
-
-
-def _frame(frame: str) -> str:
-    name, _, where = frame.partition(" (")
-    return f"{name} ({Path(where.rstrip(')')).name})" if where else name
-
-
 async def py_spy(exe: str, pid: int, duration: float, out: Path) -> dict[str, Any] | None:
     """Sample ``pid`` at 100 Hz; top functions by own time and shoal's functions by inclusive
     time, in percent of wall time (the event loop waiting in epoll is not sampled)."""
-    rate = 100
-    secs = max(1, round(duration))
-    proc = await asyncio.create_subprocess_exec(
-        exe, "record", "--pid", str(pid), "--duration", str(secs), "--rate", str(rate),
-        "--format", "raw", "--output", str(out),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), duration + 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    counted = await benchlib.py_spy(
+        exe, pid, duration, out, rate=100, inclusive=("agent/", "asyncio/")
+    )
+    if counted is None:
         return None
-    if not out.exists():
-        log(f"py-spy failed: {err.decode(errors='replace')[-300:]}")
-        return None
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = [f for f in stack.split(";") if f]
-        if not frames or _frame(frames[-1]) in IDLE_LEAVES:
-            continue
-        k = int(count)
-        own[_frame(frames[-1])] = own.get(_frame(frames[-1]), 0) + k
-        for f in {_frame(f) for f in frames if "agent/" in f or "asyncio/" in f}:
-            total[f] = total.get(f, 0) + k
-    wall = rate * secs
-
-    def top(d: dict[str, int], n: int) -> list[tuple[str, float]]:
-        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:n]
-        return [(name, round(100 * v / wall, 1)) for name, v in ranked]
-
     return {
         "pid": pid,
         "file": str(out),
-        "busy_pct": round(100 * sum(own.values()) / wall, 1),
-        "own_pct": top(own, 20),
-        "inclusive_pct": top(total, 30),
+        "busy_pct": round(100 * sum(counted.own.values()) / counted.wall, 1),
+        "own_pct": counted.top(counted.own, 20),
+        "inclusive_pct": counted.top(counted.inclusive, 30),
     }
 
 

@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import benchlib  # noqa: E402
 from benchlib import cpu_seconds, log, pct, proc_status, self_cpu  # noqa: E402
 
 from agent.client import ControlClient, ControlError  # noqa: E402
@@ -83,16 +84,6 @@ PYSYNCOBJ_REFERENCE = {"default_64": 610, "unbatched_nofsync": 3400}
 
 def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode("ascii")
-
-
-
-
-
-
-
-
-
-
 
 
 def fsync_cost(directory: Path, n: int = 200) -> float:
@@ -417,74 +408,17 @@ async def py_spy(
     ``EpollSelector.select`` is the event loop waiting for I/O; threads add up, so the event loop
     plus a thread in fdatasync can pass 100)."""
     out = workdir / f"py-spy-{role}-{pid}.txt"
-    proc = await asyncio.create_subprocess_exec(
-        exe,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(max(1, round(duration))),
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), duration + 30)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    counted = await benchlib.py_spy(exe, pid, duration, out, rate=200, inclusive=("agent/",))
+    if counted is None:
         return None
-    if not out.exists():
-        log(f"py-spy failed: {err.decode(errors='replace')[-300:]}")
-        return None
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
-    samples = 0
-    wall_samples = 200 * max(1, round(duration))
-    for line in out.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        samples += n
-        frames = [f for f in stack.split(";") if f]
-        if not frames:
-            continue
-        leaf = _frame(frames[-1])
-        if leaf in IDLE_LEAVES:  # a pool thread waiting for work, not busy
-            continue
-        own[leaf] = own.get(leaf, 0) + n
-        for f in {_frame(f) for f in frames if "agent/" in f}:  # shoal's own code, inclusive
-            total[f] = total.get(f, 0) + n
-
-    def top(d: dict[str, int]) -> list[tuple[str, float]]:
-        return [
-            (k, round(100 * v / wall_samples, 1)) for k, v in sorted(d.items(), key=lambda x: -x[1])
-        ]
-
     return {
         "role": role,
         "pid": pid,
-        "samples": samples,
+        "samples": counted.samples,
         "file": str(out),
-        "own_pct": top(own)[:15],
-        "total_pct": top(total)[:25],
+        "own_pct": counted.top(counted.own, 15),
+        "total_pct": counted.top(counted.inclusive, 25),
     }
-
-
-IDLE_LEAVES = {"_worker (thread.py:81)"}
-"""py-spy reports ThreadPoolExecutor threads blocked in ``work_queue.get`` as active."""
-
-
-def _frame(frame: str) -> str:
-    """'func (path/to/file.py:123)' → 'func (file.py:123)'."""
-    name, _, where = frame.partition(" (")
-    return f"{name} ({Path(where.rstrip(')')).name})" if where else name
 
 
 # --- PySyncObj ---------------------------------------------------------------------------------

@@ -180,16 +180,7 @@ def boot_agent(node: NodeState, keeper_pid: int, node_dir: Path) -> int | None:
         "/usr/bin/env", "-i", f"PATH={BOOT_PATH}", "LANG=C.UTF-8", "HOME=/root",
         "python3", pyz, "serve", "--config", config,
     ]  # fmt: skip
-    with open(node_dir / "var-lib-shoal" / AGENT_LOG, "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            close_fds=True,
-            cwd="/",
-        )
+    proc = _spawn(argv, node_dir / "var-lib-shoal" / AGENT_LOG)
     _wait_for_lock(node, proc, node_dir)
     return proc.pid
 

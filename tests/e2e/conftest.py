@@ -31,12 +31,11 @@ from agent.client import ControlError
 from shell import clusterstate, remote
 from shell.clusteraccess import load_ssh
 from shell.clusterstate import ClusterState
-from shell.lab import lab as lablib
-from shell.lab import names, net, procs
 from shell.lab.state import LabState
 from shell.lab.state import load as load_lab
 from shell.remote import NodeError
 from shell.ssh import SSHError
+from tests.lab.conftest import take_down
 
 T = TypeVar("T")
 
@@ -123,15 +122,9 @@ class Shoal:
         errors: list[str] = []
         for name in self.labs:
             try:
-                lablib.down(name, home=self.home)
+                take_down(name, self.home)
             except Exception as exc:  # keep cleaning the rest, report at the end
                 errors.append(f"{name}: {exc}")
-            for ns in net.netns_list():
-                if names.is_lab_netns(name, ns):
-                    procs.kill_all(procs.pids_in_netns(ns))
-                    net.ip(["netns", "del", ns], check=False)
-            if net.link_exists(names.bridge_name(name)):
-                net.ip(["link", "del", "dev", names.bridge_name(name)], check=False)
         assert not errors, f"lab down failed during cleanup: {errors}"
 
 

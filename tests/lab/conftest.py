@@ -42,16 +42,21 @@ class Labs:
 
     def close(self) -> None:
         for name in self.names:
-            try:
-                lab.down(name, home=self.home)
-            finally:
-                # Belt and braces: whatever down missed must not outlive the test run.
-                for ns in net.netns_list():
-                    if names.is_lab_netns(name, ns):
-                        procs.kill_all(procs.pids_in_netns(ns))
-                        net.ip(["netns", "del", ns], check=False)
-                if net.link_exists(names.bridge_name(name)):
-                    net.ip(["link", "del", "dev", names.bridge_name(name)], check=False)
+            take_down(name, self.home)
+
+
+def take_down(name: str, home: Path) -> None:
+    """``lab down``, then remove whatever it missed that carries the lab's name (also when down
+    failed, whose error is then raised): nothing a test made may outlive the test run."""
+    try:
+        lab.down(name, home=home)
+    finally:
+        for ns in net.netns_list():
+            if names.is_lab_netns(name, ns):
+                procs.kill_all(procs.pids_in_netns(ns))
+                net.ip(["netns", "del", ns], check=False)
+        if net.link_exists(names.bridge_name(name)):
+            net.ip(["link", "del", "dev", names.bridge_name(name)], check=False)
 
 
 @pytest.fixture(scope="module")
